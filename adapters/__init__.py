@@ -1,0 +1,1 @@
+"""Adapters: outside methods behind ddbench's interfaces (condensers, published-set loaders)."""
