@@ -92,7 +92,7 @@ class Protocol:
     def describe(self) -> str:
         parts = [f"{self.name}: {self.model}, {self.total_epochs} epochs, batch {self.batch_size}",
                  f"SGD lr {self.lr} m {self.momentum} wd {self.weight_decay}{' nesterov' if self.nesterov else ''}",
-                 f"schedule {self.schedule}" + (f" {list(self.milestones)} x{self.gamma}" if self.milestones else ""),
+                 f"schedule {self.schedule}" + (f" at {[round(m, 3) for m in self.milestones]} x{self.gamma}" if self.milestones else ""),
                  f"aug {self.augment}" + (f" ({self.dsa_strategy or self.dc_strategy})"
                                           if self.augment in ("dsa", "dc") else ""),
                  *([f"cutmix p {self.cutmix_p}"] if self.cutmix_p else []),
@@ -245,8 +245,12 @@ class Trainer:
             return soft_cross_entropy(logits, target)
         return F.mse_loss(logits, target)
 
-    def fit(self, images: torch.Tensor, targets: torch.Tensor, *, labels: torch.Tensor | None = None) -> nn.Module:
-        """Train from ``self.epoch`` to the protocol's last epoch. ``labels``: hard labels for hooks."""
+    def fit(self, images: torch.Tensor, targets: torch.Tensor, *, labels: torch.Tensor | None = None,
+            stop_after: int | None = None) -> nn.Module:
+        """Train from ``self.epoch`` to the protocol's last epoch (or until ``stop_after`` epochs are done).
+
+        ``labels``: hard labels passed to hooks (default: ``targets`` or their argmax).
+        """
         p, g, model = self.protocol, self.generator, self.model
         n = images.shape[0]
         labels = labels if labels is not None else (targets if targets.ndim == 1 else targets.argmax(1))
@@ -255,7 +259,8 @@ class Trainer:
         autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
                     if p.precision == "bf16" else nullcontext())
         model.train()
-        while self.epoch < p.total_epochs:
+        last = p.total_epochs if stop_after is None else min(stop_after, p.total_epochs)
+        while self.epoch < last:
             ep = self.epoch
             order = torch.randperm(n, generator=g, device=g.device).to(images.device)
             for start in range(0, n, p.batch_size):

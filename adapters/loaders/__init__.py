@@ -28,6 +28,13 @@ def load_published(fmt: str, path: str | Path, **options) -> list[CondensedSet]:
     return LOADERS.get(fmt)(Path(path), **options)
 
 
-from adapters.loaders import vico  # noqa: E402,F401  (registers "vico")
+from adapters.loaders import (  # noqa: E402,F401  (register their formats)
+    hfhub,
+    idc,
+    imagefolder,
+    krr,
+    mtt,
+    vico,  # noqa: E402,F401  (registers "vico")
+)
 
 __all__ = ["LOADERS", "list_loaders", "load_published", "register_loader"]

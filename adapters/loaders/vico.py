@@ -18,7 +18,8 @@ from condensed import CondensedSet
 from harness.data import get_spec
 from harness.errors import FormatError
 
-NAME = re.compile(r"res_(?P<method>[A-Za-z0-9]+)_(?P<dataset>[A-Za-z0-9]+)_(?P<model>[A-Za-z0-9_]+)_(?P<ipc>\d+)ipc\.pt$")
+NAME = re.compile(
+    r"res_(?P<method>[A-Za-z0-9]+)_(?P<dataset>[A-Za-z0-9]+)_(?P<model>[A-Za-z0-9_]+)_(?P<ipc>\d+)ipc\.pt$")
 DATASET_NAMES = {"MNIST": "mnist", "FashionMNIST": "fashionmnist", "SVHN": "svhn", "CIFAR10": "cifar10",
                  "CIFAR100": "cifar100", "TinyImageNet": "tinyimagenet"}
 
@@ -50,7 +51,8 @@ def load_vico(path: Path, *, dataset: str | None = None, experiment: int | None 
     out = []
     for e in chosen:
         item = experiments[e]
-        if not (isinstance(item, (list, tuple)) and len(item) == 2 and all(isinstance(t, torch.Tensor) for t in item)):
+        if not (isinstance(item, (list, tuple)) and len(item) == 2
+                and all(isinstance(t, torch.Tensor) for t in item)):
             raise FormatError(f"{path}: experiment {e} is not [images, labels]")
         images, labels = item
         if tuple(images.shape[1:]) != spec.geometry:
@@ -59,7 +61,10 @@ def load_vico(path: Path, *, dataset: str | None = None, experiment: int | None 
         prov = {"source_format": "vico", "source_file": path.name, "experiment": e,
                 "experiments_in_file": len(experiments), "model": info.get("model"),
                 "recorded_accuracies": {k: {"mean": sum(v) / len(v), "n": len(v)} for k, v in accs.items() if v}}
-        out.append(CondensedSet(images=images, labels=labels, num_classes=spec.num_classes, dataset=dataset,
-                                method=info.get("method", "unknown"), space="normalized", mean=spec.mean,
-                                std=spec.std, provenance=prov))
+        try:
+            out.append(CondensedSet(images=images, labels=labels, num_classes=spec.num_classes, dataset=dataset,
+                                    method=info.get("method", "unknown"), space="normalized", mean=spec.mean,
+                                    std=spec.std, provenance=prov))
+        except FormatError as err:
+            raise FormatError(f"{path}: experiment {e}: {err}") from None
     return out

@@ -48,19 +48,66 @@ def read_mnist_like(cls_name: str, layout: str):
     return read
 
 
+def _unpickle(path: Path, layout: str) -> dict:
+    import pickle
+
+    if not path.is_file():
+        raise _missing(path, layout)
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="latin1")
+    except (pickle.UnpicklingError, EOFError, OSError, ValueError) as e:
+        raise FormatError(f"{path}: not a readable CIFAR batch file ({e}). Expected layout: {layout}") from None
+
+
 def read_cifar(cls_name: str, layout: str):
+    """CIFAR-10/100 python pickles, read directly (torchvision's layout; md5s are not required, so
+    small files written in the same format load too). ``download=True`` fetches through torchvision."""
+    ten = cls_name == "CIFAR10"
+    folder = "cifar-10-batches-py" if ten else "cifar-100-python"
+    files = {"train": [f"data_batch_{i}" for i in range(1, 6)] if ten else ["train"],
+             "test": ["test_batch"] if ten else ["test"]}
+    label_key, names_key, meta = ("labels", "label_names", "batches.meta") if ten else \
+        ("fine_labels", "fine_label_names", "meta")
+
     def read(root: Path, split: str, download: bool) -> Arrays:
-        ds = _torchvision(cls_name, root, split, download, layout)
-        images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
-        return images, torch.as_tensor(ds.targets, dtype=torch.long), tuple(ds.classes)
+        if download:
+            _torchvision(cls_name, root, split, True, layout)
+        xs, ys = [], []
+        for name in files[split]:
+            d = _unpickle(root / folder / name, layout)
+            try:
+                x = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+                y = np.asarray(d[label_key], dtype=np.int64)
+            except (KeyError, ValueError) as e:
+                raise FormatError(f"{root / folder / name}: missing or malformed 'data'/'{label_key}' ({e})") from None
+            if len(x) != len(y):
+                raise FormatError(f"{root / folder / name}: {len(x)} images but {len(y)} labels")
+            xs.append(x)
+            ys.append(y)
+        classes = tuple(_unpickle(root / folder / meta, layout)[names_key])
+        return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)), classes
 
     return read
 
 
 def read_svhn(root: Path, split: str, download: bool) -> Arrays:
-    ds = _torchvision("SVHN", root, split, download, "<root>/{train,test}_32x32.mat (torchvision SVHN)")
-    images = torch.from_numpy(np.ascontiguousarray(ds.data))
-    return images, torch.as_tensor(ds.labels, dtype=torch.long), tuple(str(i) for i in range(10))
+    """SVHN's ``{train,test}_32x32.mat`` (X: 32x32x3xN, y: N x 1 with 10 meaning digit 0)."""
+    layout = "<root>/{train,test}_32x32.mat (torchvision SVHN)"
+    if download:
+        _torchvision("SVHN", root, split, True, layout)
+    path = root / f"{split}_32x32.mat"
+    if not path.is_file():
+        raise _missing(path, layout)
+    import scipy.io as sio
+
+    try:
+        mat = sio.loadmat(str(path))
+        x = np.transpose(mat["X"], (3, 2, 0, 1)).astype(np.uint8)
+        y = mat["y"].astype(np.int64).reshape(-1) % 10
+    except (KeyError, ValueError, OSError, NotImplementedError) as e:
+        raise FormatError(f"{path}: not a readable SVHN .mat file with X and y ({e})") from None
+    return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y), tuple(str(i) for i in range(10))
 
 
 # --- image folders (a directory, or a .tar/.tar.gz archive of one) ----------------------------------

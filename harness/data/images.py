@@ -80,8 +80,8 @@ class LabeledImages:
     def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.mean or not self.std:
             raise FormatError(f"{self.name or 'images'}: no mean/std recorded, cannot change space")
-        mean = torch.tensor(self.mean, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=like.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32, device=like.device).view(1, -1, 1, 1)
         return mean, std
 
     def pixel_float(self) -> torch.Tensor:

@@ -1,0 +1,120 @@
+"""``ddbench table run|status|report SPEC --results DIR [--scale smoke] [--executor local|slurm]``.
+
+Thin: parses arguments and calls :mod:`harness.bench`. Also runnable on its own as
+``python -m harness.bench.commands table ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from harness.errors import ConfigError
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", help="table spec (benchmarks/tables/*.yaml)")
+    p.add_argument("--results", required=True, help="results directory (records, locks, logs, artifacts)")
+    p.add_argument("--scale", default="full", help="named scale: full, smoke, or one defined in the spec")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    table = sub.add_parser("table", help="benchmark tables: run, status, report")
+    tsub = table.add_subparsers(dest="table_command", metavar="ACTION")
+    run = tsub.add_parser("run", help="run every unfinished cell of a table (resumable)")
+    _common(run)
+    run.add_argument("--executor", default="local", help="local | slurm")
+    run.add_argument("--device", default="cpu", help="torch device for local runs (cpu, cuda)")
+    run.add_argument("--workers", type=int, default=None, help="local: worker processes (default: one per GPU)")
+    run.add_argument("--data-root", default=None, help="dataset root (default: $DDBENCH_DATA)")
+    run.add_argument("--cache-dir", default=None, help="decoded-dataset cache (default: RESULTS/cache)")
+    run.add_argument("--cluster", default=None, help="slurm executor: submitit cluster (slurm, local, debug)")
+    run.add_argument("--partition", default=None, help="slurm partition")
+    run.add_argument("--timeout-min", type=int, default=240, help="slurm job time limit (minutes)")
+    run.add_argument("--report", default=None, help="write reports to this folder when done")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.set_defaults(func=cmd_run)
+    st = tsub.add_parser("status", help="runs done / claimed / pending")
+    _common(st)
+    st.add_argument("--break-stale-locks", action="store_true", help="remove locks of dead pids on this host")
+    st.set_defaults(func=cmd_status)
+    rep = tsub.add_parser("report", help="Markdown, CSV, LaTeX and plots")
+    _common(rep)
+    rep.add_argument("--out", default=None, help="output folder (default: RESULTS/reports)")
+    rep.add_argument("--no-plots", action="store_true")
+    rep.set_defaults(func=cmd_report)
+    table.set_defaults(func=lambda a: (table.print_help(), 2)[1])
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.bench.runner import RunOptions, run_table
+    from harness.bench.spec import load_spec
+
+    spec = load_spec(args.spec)
+    opts = RunOptions(results=args.results, device=args.device, data_root=args.data_root, cache_dir=args.cache_dir)
+    if args.executor == "slurm":
+        ex_opts = {"cluster": args.cluster, "partition": args.partition, "timeout_min": args.timeout_min}
+    elif args.executor == "local":
+        ex_opts = {"workers": args.workers}
+    else:
+        raise ConfigError(f"--executor {args.executor!r}: expected local or slurm")
+    outcomes = run_table(spec, opts, scale=args.scale, executor=args.executor, executor_options=ex_opts,
+                         progress=not args.no_progress)
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.status] = counts.get(o.status, 0) + 1
+    print(f"{spec.name} [{args.scale}]: " + (", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "nothing to do"))
+    for o in outcomes:
+        if o.status == "failed":
+            print(f"  failed {o.unit_key}: {o.message}", file=sys.stderr)
+    if args.report:
+        from harness.bench.report import write_reports
+
+        for p in write_reports(spec, args.results, args.report, args.scale).values():
+            print(f"wrote {p}")
+    return 1 if counts.get("failed") else 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from harness.bench.runner import table_status
+    from harness.bench.spec import load_spec
+    from harness.bench.store import ResultStore
+
+    spec = load_spec(args.spec)
+    if args.break_stale_locks:
+        print(f"removed {ResultStore(args.results).break_stale_locks()} stale locks")
+    print(f"{spec.name} [{args.scale}]: {table_status(spec, args.results, args.scale)}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.bench.report import write_reports
+    from harness.bench.spec import load_spec
+
+    spec = load_spec(args.spec)
+    out = args.out or f"{args.results}/reports"
+    for p in write_reports(spec, args.results, out, args.scale, plots=not args.no_plots).values():
+        print(f"wrote {p}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from harness.errors import DDBenchError
+    from harness.registry import UnknownNameError
+
+    parser = argparse.ArgumentParser(prog="ddbench")
+    add_commands(parser.add_subparsers(dest="command", metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (DDBenchError, UnknownNameError) as e:
+        print(f"ddbench table: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

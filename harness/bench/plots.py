@@ -1,0 +1,68 @@
+"""Plots (matplotlib, Agg): accuracy vs the table's x (pruning rate or IPC) per row, with error
+bars (std over runs) and the paper's numbers as hollow markers; one PNG and one PDF per dataset."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from harness.bench.report import CellSummary
+    from harness.bench.spec import TableSpec
+
+
+def plot_table(spec: TableSpec, summaries: list[CellSummary], out_dir: str | Path, scale: str) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    by_ds: dict[str, list[CellSummary]] = defaultdict(list)
+    for s in summaries:
+        by_ds[s.cell.dataset].append(s)
+    for ds, group in by_ds.items():
+        series: dict[str, list[CellSummary]] = defaultdict(list)
+        for s in group:
+            src = s.cell.config.get("source_ipc")
+            series[s.cell.row + (f" (from IPC {src})" if src is not None else "")].append(s)
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        plotted = False
+        for i, (name, items) in enumerate(series.items()):
+            items = [s for s in items if isinstance(s.cell.x, (int, float))]
+            if not items:
+                continue
+            items.sort(key=lambda s: float(s.cell.x))
+            color = f"C{i % 10}"
+            ours = [s for s in items if s.mean is not None]
+            if ours:
+                ax.errorbar([float(s.cell.x) for s in ours], [100 * s.mean for s in ours],
+                            yerr=[100 * s.std for s in ours], marker="o", capsize=3, color=color, label=name)
+                plotted = True
+            pub = [s for s in items if s.published is not None]
+            if pub:
+                ax.plot([float(s.cell.x) for s in pub], [s.published.value for s in pub], linestyle="--",
+                        marker="o", markerfacecolor="none", color=color, alpha=0.7,
+                        label=f"{name} (paper)" if not ours else None)
+                plotted = True
+        if not plotted:
+            plt.close(fig)
+            continue
+        ax.set_xlabel(spec.x_label or "x")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{spec.title or spec.name} — {ds} [scale: {scale}]", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+        fig.text(0.01, 0.005, "solid: ours (mean ± std); dashed hollow: paper", fontsize=6)
+        fig.tight_layout()
+        for ext in ("png", "pdf"):
+            p = out / f"{spec.name}-{scale}-{ds}.{ext}"
+            tmp = p.with_name(f".{p.name}.tmp.{ext}")
+            fig.savefig(tmp, dpi=120)
+            tmp.replace(p)
+            paths[f"{ds}.{ext}"] = p
+        plt.close(fig)
+    return paths

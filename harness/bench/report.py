@@ -1,0 +1,241 @@
+"""Reports: Markdown, CSV and LaTeX tables from the result store, with the paper's numbers beside.
+
+Each entry is the mean ± population std over the finished runs of a cell (percent, final-epoch test
+accuracy), the paper's number (``≈`` where read off a figure) and ours minus the paper's. Under
+each table: the scale, and every protocol used (``Protocol.describe()``).
+
+Fairness (DD-Ranking style, on request with ``fairness: true`` in the spec): for a condensed set at
+IPC k we also report a random real subset at the same IPC under the identical protocol and the
+set's hard-label accuracy, and the label-robust score we compute as
+
+    IOR = acc(set) - acc(random real, same IPC)           (fractions, not percent)
+    HLR = acc(full data) - acc(set, hard labels)          (fractions; full_accuracy from the spec)
+    LRS = (exp(w * IOR - (1 - w) * HLR) - exp(-1)) / (exp(1) - exp(-1)),  w = 0.5
+
+(DD-Ranking, "label-robust score", with w = 0.5; in [0, 1] for IOR, HLR in [-1, 1]).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.bench.cells import Cell, expand
+from harness.bench.spec import Published, TableSpec
+from harness.bench.store import ResultStore
+from harness.io import atomic_write_text
+
+
+@dataclass(frozen=True)
+class CellSummary:
+    cell: Cell
+    accuracies: tuple[float, ...]  # fractions
+    expected_runs: int
+    protocol_text: str
+    seconds: float
+
+    @property
+    def n(self) -> int:
+        return len(self.accuracies)
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.accuracies) if self.accuracies else None
+
+    @property
+    def std(self) -> float | None:
+        if not self.accuracies:
+            return None
+        return statistics.pstdev(self.accuracies) if len(self.accuracies) > 1 else 0.0
+
+    @property
+    def published(self) -> Published | None:
+        return self.cell.published
+
+    @property
+    def diff(self) -> float | None:
+        """Ours minus the paper's, in percentage points."""
+        if self.mean is None or self.published is None:
+            return None
+        return 100 * self.mean - self.published.value
+
+
+def summarize(spec: TableSpec, results: str | Path, scale: str = "full") -> list[CellSummary]:
+    store = ResultStore(results)
+    by_cell: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for rec in store.records(spec.name):
+        by_cell[rec["cell"]].append(rec)
+    out = []
+    for cell in expand(spec, scale):
+        recs = sorted(by_cell.get(cell.key, []), key=lambda r: r["run"])
+        accs = tuple(a for r in recs for a in r["accuracies"])
+        proto = next((r.get("protocol_text", "") for r in recs), "")
+        secs = sum(r.get("timings", {}).get("seconds", 0.0) for r in recs)
+        out.append(CellSummary(cell, accs, len(cell.seeds), proto, secs))
+    return out
+
+
+def fmt_acc(s: CellSummary) -> str:
+    if s.mean is None:
+        return "–"
+    partial = f" ({s.n}/{s.expected_runs})" if s.n < s.expected_runs else ""
+    return f"{100 * s.mean:.2f} ± {100 * s.std:.2f}{partial}"
+
+
+def lrs(acc_set: float, acc_random: float, acc_full: float, acc_hard: float, w: float = 0.5) -> float:
+    """DD-Ranking-style label-robust score from fractions (see the module docstring)."""
+    ior, hlr = acc_set - acc_random, acc_full - acc_hard
+    return (math.exp(w * ior - (1 - w) * hlr) - math.exp(-1)) / (math.exp(1) - math.exp(-1))
+
+
+def _grid(summaries: list[CellSummary]) -> tuple[list[str], list[str], dict[tuple[str, str], CellSummary]]:
+    rows, cols, grid = [], [], {}
+    for s in summaries:
+        if s.cell.row not in rows:
+            rows.append(s.cell.row)
+        if s.cell.column not in cols:
+            cols.append(s.cell.column)
+        grid[(s.cell.row, s.cell.column)] = s
+    return rows, cols, grid
+
+
+def _by_dataset(summaries: list[CellSummary]) -> dict[str, list[CellSummary]]:
+    out: dict[str, list[CellSummary]] = defaultdict(list)
+    for s in summaries:
+        out[s.cell.dataset].append(s)
+    return dict(out)
+
+
+def _fairness_rows(spec: TableSpec, group: list[CellSummary]) -> list[str]:
+    """Markdown lines with IOR/HLR/LRS for main cells that have fairness siblings."""
+    lines = []
+    full = spec.full_accuracy
+    idx = {(s.cell.row, s.cell.column): s for s in group}
+    for s in group:
+        if s.cell.role != "main" or s.mean is None or "ipc" not in s.cell.config:
+            continue
+        rnd = idx.get((f"random real (IPC {s.cell.config['ipc']})", s.cell.column))
+        hard = idx.get((f"{s.cell.row} [hard label]", s.cell.column))
+        if rnd is None or hard is None or rnd.mean is None or hard.mean is None:
+            continue
+        ds_full = full.get(s.cell.dataset)
+        ior = s.mean - rnd.mean
+        hlr = (ds_full / 100 - hard.mean) if ds_full is not None else None
+        score = lrs(s.mean, rnd.mean, ds_full / 100, hard.mean) if ds_full is not None else None
+        lines.append(f"| {s.cell.row} | {s.cell.column} | {ior:+.4f} | "
+                     f"{'–' if hlr is None else f'{hlr:+.4f}'} | {'–' if score is None else f'{score:.4f}'} |")
+    if not lines:
+        return []
+    return ["", "Fairness (fractions): IOR = acc(set) − acc(random real, same IPC); HLR = acc(full) − "
+            "acc(set, hard labels); LRS = (exp(0.5·IOR − 0.5·HLR) − e⁻¹)/(e − e⁻¹).", "",
+            "| row | column | IOR | HLR | LRS |", "|---|---|---|---|---|", *lines]
+
+
+def markdown(spec: TableSpec, summaries: list[CellSummary], scale: str) -> str:
+    out = [f"# {spec.title or spec.name}", ""]
+    if spec.source:
+        out += [f"Published numbers: {spec.source}. `≈` marks values read off a figure.", ""]
+    out += [f"**Scale: `{scale}`**" + (" (scaled down: epochs, runs and data are reduced; "
+                                      "numbers are not comparable with the paper's)" if scale != "full" else ""), ""]
+    out += ["Each entry: ours (mean ± std over runs, %, final-epoch test accuracy) / paper → difference "
+            "(percentage points).", ""]
+    for ds, group in _by_dataset(summaries).items():
+        rows, cols, grid = _grid(group)
+        out += [f"## {ds}", "", "| | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+        for r in rows:
+            cells = []
+            for c in cols:
+                s = grid.get((r, c))
+                if s is None:
+                    cells.append("")
+                    continue
+                txt = fmt_acc(s)
+                if s.published is not None:
+                    d = s.diff
+                    txt += f" / {s.published.render()}" + (f" → {d:+.2f}" if d is not None else "")
+                cells.append(txt)
+            out.append(f"| {r} | " + " | ".join(cells) + " |")
+        out += _fairness_rows(spec, group)
+        protos = sorted({s.protocol_text for s in group if s.protocol_text})
+        out += ["", "Protocol(s):", *[f"- {p}" for p in protos or ["(no finished runs yet)"]]]
+        done = sum(s.n for s in group)
+        total = sum(s.expected_runs for s in group)
+        secs = sum(s.seconds for s in group)
+        out += ["", f"Runs finished: {done}/{total}; training time {secs:.0f} s in total.", ""]
+    if spec.notes:
+        out += ["Notes: " + spec.notes.strip(), ""]
+    return "\n".join(out)
+
+
+def to_csv(summaries: list[CellSummary], scale: str) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["table", "scale", "dataset", "row", "column", "role", "x", "n_runs", "expected_runs",
+                "mean_acc", "std_acc", "accuracies", "paper", "paper_std", "paper_approx", "diff_pp", "cell_key",
+                "protocol"])
+    for s in summaries:
+        p = s.published
+        w.writerow([s.cell.table, scale, s.cell.dataset, s.cell.row, s.cell.column, s.cell.role, s.cell.x, s.n,
+                    s.expected_runs, "" if s.mean is None else f"{100 * s.mean:.4f}",
+                    "" if s.std is None else f"{100 * s.std:.4f}",
+                    " ".join(f"{100 * a:.4f}" for a in s.accuracies), "" if p is None else p.value,
+                    "" if p is None or p.std is None else p.std, "" if p is None else p.approx,
+                    "" if s.diff is None else f"{s.diff:.4f}", s.cell.key, s.protocol_text])
+    return buf.getvalue()
+
+
+def _tex(s: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
+                 ("→", r"$\to$"), ("≈", r"$\approx$"), ("±", r"$\pm$")):
+        s = s.replace(a, b)
+    return s
+
+
+def latex(spec: TableSpec, summaries: list[CellSummary], scale: str) -> str:
+    out = []
+    for ds, group in _by_dataset(summaries).items():
+        rows, cols, grid = _grid(group)
+        out += [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{l" + "c" * len(cols) + "}",
+                r"\toprule", " & ".join(["", *(_tex(c) for c in cols)]) + r" \\", r"\midrule"]
+        for r in rows:
+            ents = []
+            for c in cols:
+                s = grid.get((r, c))
+                if s is None or s.mean is None:
+                    ents.append("--")
+                    continue
+                e = f"{100 * s.mean:.2f}$\\pm${100 * s.std:.2f}"
+                if s.published is not None:
+                    e += f" ({_tex(s.published.render())})"
+                ents.append(e)
+            out.append(" & ".join([_tex(r), *ents]) + r" \\")
+        protos = "; ".join(sorted({s.protocol_text for s in group if s.protocol_text}))
+        out += [r"\bottomrule", r"\end{tabular}",
+                rf"\caption{{{_tex(spec.title or spec.name)} -- {_tex(ds)}, scale \texttt{{{_tex(scale)}}}. "
+                rf"Ours (mean$\pm$std); paper in parentheses. Protocol: {_tex(protos)}}}",
+                r"\end{table}", ""]
+    return "\n".join(out)
+
+
+def write_reports(spec: TableSpec, results: str | Path, out_dir: str | Path, scale: str = "full",
+                  plots: bool = True) -> dict[str, Path]:
+    """Write ``<name>-<scale>.{md,csv,tex}`` (and plots) to ``out_dir``; returns the paths."""
+    summaries = summarize(spec, results, scale)
+    out = Path(out_dir)
+    stem = f"{spec.name}-{scale}"
+    paths = {
+        "md": atomic_write_text(out / f"{stem}.md", markdown(spec, summaries, scale)),
+        "csv": atomic_write_text(out / f"{stem}.csv", to_csv(summaries, scale)),
+        "tex": atomic_write_text(out / f"{stem}.tex", latex(spec, summaries, scale)),
+    }
+    if plots:
+        from harness.bench.plots import plot_table
+
+        paths.update(plot_table(spec, summaries, out, scale))
+    return paths

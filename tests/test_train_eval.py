@@ -1,0 +1,104 @@
+"""Protocol presets against the reference hyper-parameters, the training loop, and evaluation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.data import LabeledImages, load_dataset
+from harness.errors import ConfigError
+from harness.evaluate import evaluate_set, random_per_class
+from harness.models import create_model
+from harness.train import Protocol, Trainer, get_protocol, list_protocols, seeded_model
+
+
+def test_presets_match_the_references() -> None:
+    dc_mnist, dc_cifar = get_protocol("vico-dc", "mnist"), get_protocol("vico-dc", "cifar10")
+    assert (dc_mnist.total_epochs, dc_mnist.augment, dc_mnist.dc_strategy) == (1001, "dc", "crop_scale_rotate")
+    assert (dc_cifar.total_epochs, dc_cifar.augment) == (301, "none")
+    for p in (dc_mnist, get_protocol("vico-dsa", "cifar10"), get_protocol("dm", "cifar10")):
+        assert (p.lr, p.momentum, p.weight_decay, p.batch_size, p.schedule) == (0.01, 0.9, 5e-4, 256, "vico_half")
+    assert get_protocol("vico-dsa", "cifar10").dsa_strategy == "color_crop_cutout_flip_scale_rotate"
+    assert get_protocol("vico-dsa", "mnist").dsa_strategy == "color_crop_cutout_scale_rotate"
+    y = get_protocol("yoco", "cifar10")
+    assert (y.epochs, y.batch_size, y.milestones, y.gamma, y.cutmix_p) == (1000, 64, (2 / 3, 5 / 6), 0.2, 0.5)
+    assert y.dsa_strategy == "color_crop_flip_scale_rotate"
+    c = get_protocol("ccs", "cifar10")
+    assert (c.model, c.epochs, c.batch_size, c.lr, c.nesterov, c.schedule, c.augment) == \
+        ("resnet18_cifar", 200, 256, 0.1, True, "cosine", "crop_flip")
+    assert get_protocol("tdds", "cifar10").batch_size == 100 and get_protocol("dual", "cifar10").batch_size == 128
+    assert {"vico-dc", "vico-dsa", "dm", "idc", "yoco", "ccs", "tdds", "dual"} <= set(list_protocols())
+
+
+def test_protocol_rejects_bad_values() -> None:
+    with pytest.raises(ConfigError, match="schedule"):
+        Protocol("x", schedule="linear")
+    with pytest.raises(ConfigError, match="unknown keys"):
+        get_protocol("vico-dc", "mnist", learning_rate=0.1)
+    with pytest.raises(KeyError, match="vico-dc"):
+        get_protocol("vico_dc")
+
+
+def _tiny(seed: int = 0, **proto_kw):
+    torch.manual_seed(0)
+    x, y = torch.randn(20, 1, 8, 8), torch.arange(20) % 4
+    proto = Protocol("t", model="convnet_d2", epochs=4, extra_epoch=True, batch_size=8, **proto_kw)
+    model = seeded_model(lambda: create_model("convnet_d2", num_classes=4, in_chans=1, img_size=8), seed)
+    return model, proto, x, y
+
+
+def test_vico_schedule_drops_lr_after_half_with_fresh_optimizer() -> None:
+    model, proto, x, y = _tiny()
+    seen = []
+
+    class Spy:
+        def on_batch(self, *a) -> None: ...
+
+        def on_epoch_end(self, epoch: int, trainer: Trainer) -> None:
+            seen.append((epoch, trainer.optimizer.param_groups[0]["lr"]))
+
+    Trainer(model, proto, seed=0, hooks=[Spy()]).fit(x, y)
+    # epochs 0..4 (epochs + 1); the drop happens after epoch epochs // 2 + 1 = 3
+    assert [round(lr, 6) for _, lr in seen] == [0.01, 0.01, 0.01, 0.001, 0.001]
+
+
+def test_training_is_deterministic_and_resumable() -> None:
+    model_a, proto, x, y = _tiny(augment="dsa", dsa_strategy="color_crop_scale_rotate")
+    Trainer(model_a, proto, seed=3).fit(x, y)
+    model_b, *_ = _tiny(augment="dsa", dsa_strategy="color_crop_scale_rotate")
+    tb = Trainer(model_b, proto, seed=3)
+    tb.fit(x, y, stop_after=2)  # as if killed after two epochs; resume from the state in a new trainer
+    state = tb.state_dict()
+    model_c, *_ = _tiny(seed=99)
+    tc = Trainer(model_c, proto, seed=12345)
+    tc.load_state_dict(state)
+    tc.fit(x, y)
+    for pa, pc in zip(model_a.parameters(), model_c.parameters()):
+        assert torch.allclose(pa, pc, atol=1e-6)
+
+
+def test_evaluate_digits_beats_chance_and_reports_runs() -> None:
+    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    proto = get_protocol("vico-dc", "digits", model="convnet_d2", epochs=60)
+    idx = random_per_class(train.labels, 10, seed=0)
+    r = evaluate_set(train.subset(idx), test, proto, runs=2, seed=5)
+    assert len(r.accuracies) == 2 and r.seeds == (5, 6)
+    assert r.mean > 0.6  # 10 real digits per class, chance is 0.1
+    assert r.protocol["epochs"] == 60 and r.protocol["reported"] == "last"
+
+
+def test_evaluate_rejects_geometry_mismatch() -> None:
+    test = load_dataset("digits", "test")
+    bad = LabeledImages(torch.rand(10, 1, 28, 28), torch.arange(10), 10, space="pixel",
+                        mean=(0.3,), std=(0.3,), name="wrong-size")
+    with pytest.raises(ConfigError, match="wrong-size"):
+        evaluate_set(bad, test, get_protocol("vico-dc", "digits"), runs=1)
+
+
+def test_soft_labels_use_a_soft_loss() -> None:
+    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    idx = random_per_class(train.labels, 2, seed=0)
+    sub = train.subset(idx)
+    sub.soft_labels = torch.nn.functional.one_hot(sub.labels, 10).float() * 0.9 + 0.01
+    r = evaluate_set(sub, test, get_protocol("vico-dc", "digits", model="convnet_d2", epochs=2), runs=1)
+    assert r.protocol["loss"] == "soft_ce"
