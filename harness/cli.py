@@ -17,7 +17,7 @@ from harness.errors import DDBenchError
 from harness.registry import UnknownNameError
 
 COMMAND_MODULES: tuple[str, ...] = ("harness.commands", "harness.bench.commands", "harness.pruning.commands",
-                                    "adapters.loaders.commands")
+                                    "adapters.loaders.commands", "adapters.condense.commands")
 
 
 def common_data_args(p: argparse.ArgumentParser) -> None:

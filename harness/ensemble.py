@@ -81,14 +81,14 @@ class EnsembleDSA:
     Mode ``S``: each model draws one group per call; mode ``M``: every group in strategy order.
     """
 
-    def __init__(self, strategy: str, params: DSAParams = DSAParams(), mode: str = "S") -> None:
+    def __init__(self, strategy: str, params: DSAParams | None = None, mode: str = "S") -> None:
         groups = [s for s in strategy.split("_") if s]
         unknown = [s for s in groups if s not in DSA_GROUPS]
         if unknown or not groups:
             raise ConfigError(f"DSA strategy {strategy!r}: unknown ops {unknown} (known: {sorted(DSA_GROUPS)})")
         if mode not in ("S", "M"):
             raise ConfigError(f"DSA mode {mode!r}: expected 'S' (one op group per call) or 'M' (all groups)")
-        self.strategy, self.groups, self.params, self.mode = strategy, groups, params, mode
+        self.strategy, self.groups, self.params, self.mode = strategy, groups, params or DSAParams(), mode
 
     def __repr__(self) -> str:
         return f"EnsembleDSA({self.strategy!r}, mode={self.mode!r})"

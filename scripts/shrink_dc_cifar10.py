@@ -40,11 +40,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--test-per-class", type=int, default=None,
+                   help="evaluate on the first N test images of each class (CPU scale; report it)")
+    p.add_argument("--skip-source", action="store_true", help="do not evaluate the IPC-10 source set")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     (src,) = load_published("vico", Path(args.data_root) / SRC, experiment=args.experiment)
     test = load_dataset("cifar10-jpeg75", "test", data_root=args.data_root, cache_dir=args.cache_dir)
+    if args.test_per_class:
+        test = test.subset(torch.cat([torch.nonzero(test.labels == c).flatten()[: args.test_per_class]
+                                      for c in range(test.num_classes)]))
     eval_proto = get_protocol(args.eval_protocol, "cifar10",
                               **({"epochs": args.eval_epochs} if args.eval_epochs else {}))
     dyn_proto = get_protocol("yoco", "cifar10", epochs=args.dyn_epochs)
@@ -59,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((name, ipc, 100 * res.mean, 100 * res.std, len(res.accuracies)))
         print(f"  {name:8s} {ipc:8s} {res}", flush=True)
 
-    run("source", "10", src)
+    if not args.skip_source:
+        run("source", "10", src)
     for k in args.targets:
         for rule in args.rules:
             small = shrink(src, k, rule=rule, dynamics=None if rule == "random" else dyns, seed=args.seed,
@@ -67,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             run(rule if rule != "el2n" else "el2n (hard)", f"10->{k}", small)
     proto_txt = eval_proto.describe()
     print(f"\nSource: VICO {SRC} experiment {args.experiment}; dynamics: 1 run, yoco protocol, "
-          f"{args.dyn_epochs} epochs; LBPE stop 100 top-10 (capped at recorded epochs).\n")
+          f"{args.dyn_epochs} epochs; LBPE stop 100 top-10 (capped at recorded epochs); test images: "
+          f"{len(test)}.\n")
     print("| method | IPC 10->k | acc (%) mean ± std | runs | protocol |")
     print("|---|---|---|---|---|")
     for name, ipc, m, s, n in rows:

@@ -49,9 +49,9 @@ def test_layerwise_distance():
 
 
 @pytest.mark.parametrize("name,kw", [
-    ("dm", {"iterations": 6}),
-    ("dc", {"iterations": 6, "init": "noise"}),
-    ("dsa", {"iterations": 6, "init": "noise"}),
+    ("dm", {"iterations": 4}),
+    ("dc", {"iterations": 4, "init": "noise"}),
+    ("dsa", {"iterations": 4, "init": "noise"}),
     ("idc", {"iterations": 2, "inner_loop": 2, "lr_img": 0.05, "n_data": 64}),
 ])
 def test_matching_loss_falls(digits, name, kw):

@@ -179,7 +179,8 @@ class Condenser(ABC):
 
     # -- hooks for subclasses ------------------------------------------------------------------
     def validate(self, real: LabeledImages, ipc: int, config: CondenseConfig) -> None:
-        """Extra method-specific checks (before any work)."""
+        """Extra method-specific checks (before any work); none by default."""
+        return None
 
     def factor(self, config: CondenseConfig) -> int:
         return 1

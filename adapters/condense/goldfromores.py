@@ -5,7 +5,8 @@ Before condensing, drop a fraction of the real training data per class by a crit
 
 - ``LossInit``: per-sample cross-entropy early in training, the mean over the first ``epochs``
   epochs (default 1) of a model trained on the real data (each sample's loss is recorded at the
-  batch it is trained in; train-mode logits).
+  batch it is trained in, train-mode logits, by the pruning core's :class:`harness.dynamics.DynamicsRecorder`;
+  ``stat('loss')`` is (epochs, N) in dataset order).
 - ``LossConverge``: per-sample cross-entropy of a model trained for ``epochs`` (default 20) epochs,
   measured in eval mode after training.
 - ``MonteCarlo``: utility u(x) = mean over trials whose random real subset contains x of the
@@ -189,19 +190,6 @@ def compute_scores(data: LabeledImages, spec: PrePrune, *, cache_dir: str | Path
     return s
 
 
-class _LossRecorder:
-    """TrainHook: per-sample training loss per epoch, in dataset order."""
-
-    def __init__(self, n: int, epochs: int) -> None:
-        self.loss = np.zeros((epochs, n), dtype=np.float64)
-
-    def on_batch(self, epoch: int, index: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        self.loss[epoch, index.cpu().numpy()] = F.cross_entropy(logits, labels, reduction="none").cpu().numpy()
-
-    def on_epoch_end(self, epoch: int, trainer: Any) -> None:
-        pass
-
-
 def _loss_protocol(params: dict[str, Any], epochs: int):
     from harness.train import Protocol
 
@@ -211,6 +199,7 @@ def _loss_protocol(params: dict[str, Any], epochs: int):
 
 def _train_and_record(data: LabeledImages, params: dict[str, Any], seed: int, device: torch.device, epochs: int
                       ) -> tuple[np.ndarray, torch.nn.Module, torch.Tensor]:
+    from harness.dynamics import DynamicsRecorder
     from harness.models import create_model
     from harness.train import Trainer, seeded_model
 
@@ -219,9 +208,11 @@ def _train_and_record(data: LabeledImages, params: dict[str, Any], seed: int, de
     y = data.labels.to(device)
     model = seeded_model(lambda: create_model(params["model"], num_classes=data.num_classes, in_chans=data.channels,
                                               img_size=data.size, **params["model_kwargs"]), seed).to(device)
-    rec = _LossRecorder(len(data), epochs)
+    rec = DynamicsRecorder(len(data), data.num_classes, out_dir=None, labels=data.labels.cpu().numpy(),
+                           meta={"purpose": "goldfromores", "dataset": data.name, "seed": seed})
     Trainer(model, proto, seed=seed, hooks=[rec]).fit(x, y, labels=y)
-    return rec.loss, model, x
+    rec.finish()
+    return np.asarray(rec.dynamics().stat("loss"), dtype=np.float64), model, x
 
 
 _LOSS_DEFAULTS = {"model": "convnet", "model_kwargs": {}, "batch_size": 256, "lr": 0.01}

@@ -18,7 +18,7 @@ from harness.bench.cells import KindResult, RunContext, limit_per_class, resolve
 from harness.errors import ConfigError
 
 
-def scaled_dataset(cfg: dAny, ctx: RunContext) -> str:
+def scaled_dataset(cfg: dict[str, Any], ctx: RunContext) -> str:
     """The dataset name a flow should load: the cell's, or a registered per-class-limited subset."""
     name = cfg["dataset"]
     k, t = cfg.get("train_per_class"), cfg.get("test_per_class")
@@ -149,8 +149,7 @@ def _source_set(cfg: dict[str, Any], ctx: RunContext):
         return load_published(str(cfg.get("source_format", "vico")), path)[int(cfg.get("experiment", 0))]
     if src == "condense":
         method = cfg.get("method", "idc")
-        return _condense(cfg, ctx, method, int(cfg["source_ipc"]), int((cfg.get("params") or {}).get("seed", 0))
-                         if False else 0)
+        return _condense(cfg, ctx, method, int(cfg["source_ipc"]), 0)  # one source set shared by every run
     raise ConfigError(f"shrink: unknown source {src!r} (condense | published)")
 
 

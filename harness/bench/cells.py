@@ -110,8 +110,8 @@ def apply_scale(cfg: dict[str, Any], scale: Mapping[str, Any]) -> dict[str, Any]
     from harness.bench.spec import merge
 
     out = merge(cfg, scale)
-    if "dynamics_epochs" in scale and "dynamics_epochs" not in cfg:
-        out.pop("dynamics_epochs")  # only shrink what a cell uses
+    if "dynamics_epochs" in scale and cfg.get("kind") not in ("coreset", "shrink"):
+        out.pop("dynamics_epochs")  # only kinds that record dynamics use it
     if "params" in scale and "params" not in cfg:
         out.pop("params")
     if "train_per_class" in cfg and "train_per_class" in scale:
@@ -123,7 +123,10 @@ def expand(spec: TableSpec, scale: str = "full") -> list[Cell]:
     """All cells of ``spec`` under ``scale``, in table order (dataset, row, column)."""
     from harness.bench.spec import GLOBAL_DEFAULTS, merge, parse_published
 
-    sc = spec.scale(scale)
+    sc = dict(spec.scale(scale))
+    dataset_map = dict(sc.pop("dataset_map", None) or {})
+    skip = set(sc.pop("skip_datasets", None) or ())
+    only_cols = set(sc.pop("only_columns", None) or ())
     out: list[Cell] = []
     for dataset in spec.datasets:
         for row in spec.rows:
@@ -136,7 +139,13 @@ def expand(spec: TableSpec, scale: str = "full") -> list[Cell]:
                 cfg = merge(cfg, row.config)
                 cfg = merge(cfg, col.config)
                 cfg = merge(cfg, spec.cells.get((row.label, col.label), {}))
-                pub_raw = (row.config.get("published") or {}).get(col.label)
+                if only_cols and col.label not in only_cols:
+                    continue
+                pubs = dict(row.config.get("published") or {})
+                ds_key = cfg.get("dataset")
+                if isinstance(pubs.get(ds_key), Mapping):  # published numbers keyed by dataset
+                    pubs = dict(pubs[ds_key])
+                pub_raw = pubs.get(col.label)
                 published = parse_published(pub_raw, spec.where(row.path)) if pub_raw is not None else None
                 if published is not None and (row.config.get("published_std") or {}).get(col.label) is not None:
                     from dataclasses import replace
@@ -145,7 +154,11 @@ def expand(spec: TableSpec, scale: str = "full") -> list[Cell]:
                 x = cfg.get("x", cfg.get("ipc", cfg.get("prune_rate")))
                 fair = bool(cfg.get("fairness", spec.fairness))
                 cfg = {k: v for k, v in cfg.items() if k not in DISPLAY_KEYS}
+                if cfg.get("dataset") in skip:
+                    continue
                 cfg = apply_scale(cfg, sc)
+                if cfg.get("dataset") in dataset_map:
+                    cfg["dataset"] = dataset_map[cfg["dataset"]]
                 ds = str(cfg.get("dataset", ""))
                 cell = Cell(spec.name, ds, row.label, col.label, cfg, scale, col.path, x, published)
                 out.append(cell)
@@ -368,12 +381,15 @@ def known_recipes() -> set[str]:
     try:
         from harness import pruning
 
-        for attr in ("list_recipes", "recipe_names"):
-            if hasattr(pruning, attr):
-                names = set(getattr(pruning, attr)())
-                if names:
-                    return names | _suffixed(names)
-    except ImportError:
+        names = set(pruning.list_recipes(expanded=True))
+        try:
+            from condensed.shrink import RULE_ALIASES
+
+            names |= _suffixed(set(RULE_ALIASES))
+        except ImportError:
+            pass
+        return names
+    except (ImportError, AttributeError):
         pass
     return BASE_RECIPES | _suffixed(BASE_RECIPES)
 

@@ -64,7 +64,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     counts: dict[str, int] = {}
     for o in outcomes:
         counts[o.status] = counts.get(o.status, 0) + 1
-    print(f"{spec.name} [{args.scale}]: " + (", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "nothing to do"))
+    summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "nothing to do"
+    print(f"{spec.name} [{args.scale}]: {summary}")
     for o in outcomes:
         if o.status == "failed":
             print(f"  failed {o.unit_key}: {o.message}", file=sys.stderr)

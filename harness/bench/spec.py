@@ -62,6 +62,9 @@ CELL_KEYS: dict[str, str] = {
     "published": "paper numbers per column label (percent); '~x' marks fig≈",
     "published_std": "paper std per column label (percent)",
     "x": "numeric x value used by plots (IPC, pruning rate)",
+    "only_columns": "scales only: run just these column labels",
+    "dataset_map": "scales only: run a dataset's cells on another (e.g. cifar10 -> cifar10-jpeg75)",
+    "skip_datasets": "scales only: datasets whose cells this scale leaves out (e.g. not available offline)",
     "fairness": "add DD-Ranking-style fairness cells (random real same IPC; hard-label accuracy)",
 }
 TOP_KEYS = {"name", "title", "source", "notes", "defaults", "datasets", "rows", "columns", "cells", "scales",
@@ -303,6 +306,10 @@ def _known(kind: str) -> set[str] | None:
             from harness.bench.cells import known_methods
 
             return known_methods()
+        if kind == "criterion":
+            from adapters.condense.goldfromores import criterion_names
+
+            return set(criterion_names()) | {"random", "rand"}
         if kind == "kind":
             from harness.bench.cells import list_cell_kinds
 
@@ -339,8 +346,13 @@ def _validate_config(cfg: Mapping[str, Any], where_key) -> None:
             raise ConfigError(f"{w}: unknown cell key {k!r} (known: {', '.join(sorted(CELL_KEYS))})")
         if k in ("dataset", "protocol", "model", "recipe", "kind", "dynamics_protocol"):
             _check_name(v, "protocol" if k == "dynamics_protocol" else k, w)
-        if k == "method" and cfg.get("kind") == "condense":
+        if k == "method" and cfg.get("kind") in ("condense", "shrink"):
             _check_name(v, "method", w)
+        if k == "drop_criterion":
+            _check_name(v, "criterion", w)
+        if k == "dataset_map" and isinstance(v, Mapping):
+            for a, b in v.items():
+                _check_name(b, "dataset", where_key(k, a))
         if k == "protocol_overrides":
             if not isinstance(v, Mapping):
                 raise ConfigError(f"{w}: protocol_overrides must be a mapping")
@@ -357,6 +369,17 @@ def _validate_config(cfg: Mapping[str, Any], where_key) -> None:
             raise ConfigError(f"{w}: seeds must be a list of integers")
 
 
+def _flat_published(pub: Any) -> list[tuple[tuple[str, ...], Any]]:
+    """``{label: v}`` or ``{dataset: {label: v}}`` as ((dataset?, label), v) pairs."""
+    out = []
+    for k, v in (pub or {}).items():
+        if isinstance(v, Mapping) and "value" not in v:
+            out.extend(((k, lab), val) for lab, val in v.items())
+        else:
+            out.append(((k,), v))
+    return out
+
+
 def validate_spec(spec: TableSpec) -> None:
     """Check every key, name and grid entry; errors carry the YAML line of the offending entry."""
     def wk(prefix: tuple[Any, ...]):
@@ -369,8 +392,8 @@ def validate_spec(spec: TableSpec) -> None:
     for axis in (*spec.rows, *spec.columns):
         cfg = {k: v for k, v in axis.config.items() if k not in ("published", "published_std")}
         _validate_config(cfg, wk(axis.path))
-        for label, val in (axis.config.get("published") or {}).items():
-            parse_published(val, spec.where(axis.path + ("published", label)))
+        for label, val in _flat_published(axis.config.get("published")):
+            parse_published(val, spec.where(axis.path + ("published", *label)))
     col_labels = {c.label for c in spec.columns}
     row_labels = {r.label for r in spec.rows}
     for i, ((r, c), over) in enumerate(spec.cells.items()):
@@ -381,9 +404,10 @@ def validate_spec(spec: TableSpec) -> None:
     for name, sc in spec.scales.items():
         _validate_config(sc, wk(("scales", name)))
     for r in spec.rows:
-        for label in r.config.get("published") or {}:
+        for path_, _ in _flat_published(r.config.get("published")):
+            label = path_[-1]
             if label not in col_labels:
-                raise ConfigError(f"{spec.where(r.path + ('published', label))}: published number for column "
+                raise ConfigError(f"{spec.where(r.path + ('published', *path_))}: published number for column "
                                   f"{label!r}, which is not a column (columns: {', '.join(sorted(col_labels))})")
     # every merged cell must have a dataset and a protocol
     from harness.bench.cells import expand
@@ -392,6 +416,9 @@ def validate_spec(spec: TableSpec) -> None:
     if not cells:
         raise ConfigError(f"{spec.path}: the grid is empty")
     for cell in cells:
+        if cell.config.get("kind") in ("condense", "shrink") and "method" in cell.config:
+            row = next(r for r in spec.rows if r.label == cell.row) if cell.role == "main" else None
+            _check_name(cell.config["method"], "method", spec.where(row.path if row else cell.origin))
         for req in ("dataset", "protocol"):
             if req not in cell.config:
                 raise ConfigError(f"{spec.where(cell.origin)}: cell ({cell.row}, {cell.column}) has no {req!r} "

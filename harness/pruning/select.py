@@ -41,8 +41,10 @@ class Budget:
             raise ConfigError(f"keep fraction {v} must be in (0, 1]")
         elif k == "prune_rate" and not 0 <= v < 1:
             raise ConfigError(f"prune rate {v} must be in [0, 1)")
-        elif k in ("count", "ipc") and (v != int(v) or v < 1):
-            raise ConfigError(f"{k} {v} must be a positive integer")
+        elif k in ("count", "ipc"):
+            if isinstance(v, bool) or v != int(v) or v < 1:
+                raise ConfigError(f"{k} {v} must be a positive integer")
+            object.__setattr__(self, "value", int(v))
         elif k not in ("keep_fraction", "prune_rate", "count", "ipc"):
             raise ConfigError(f"unknown budget kind {k!r} (keep_fraction, prune_rate, count, ipc)")
 
@@ -56,11 +58,11 @@ class Budget:
 
     @classmethod
     def count(cls, k: int) -> Budget:
-        return cls("count", int(k))
+        return cls("count", k)
 
     @classmethod
     def ipc(cls, k: int) -> Budget:
-        return cls("ipc", int(k))
+        return cls("ipc", k)
 
     def __str__(self) -> str:
         return {"keep_fraction": f"keep {self.value:g}", "prune_rate": f"prune {self.value:g}",
