@@ -40,11 +40,11 @@ def test_dm_iteration(benchmark, cifar_like):
     cond, ctx, syn, opt = _setup("dm", cifar_like)
     it = iter(range(10**6))
     benchmark.pedantic(lambda: cond.step(ctx, syn, opt, new_generator(ctx.device, next(it)), 1),
-                       rounds=3, iterations=1, warmup_rounds=1)
+                       rounds=2, iterations=1, warmup_rounds=0)
 
 
 def test_dc_outer_step(benchmark, cifar_like):
     cond, ctx, syn, opt = _setup("dc", cifar_like, outer_loop=1, inner_loop=1)
     it = iter(range(10**6))
     benchmark.pedantic(lambda: cond.step(ctx, syn, opt, new_generator(ctx.device, next(it)), 1),
-                       rounds=3, iterations=1, warmup_rounds=1)
+                       rounds=2, iterations=1, warmup_rounds=0)
