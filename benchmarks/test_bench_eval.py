@@ -109,6 +109,38 @@ def test_bench_evaluate_ensemble_on_cpu(benchmark, test_split, ipc):
     _record(benchmark, result, ipc, "ours-ensemble-cpu")
 
 
+STEP_CASES = [("eager", "fp32"), ("compiled", "fp32"), ("eager", "bf16"), ("compiled", "bf16")]
+
+
+@pytest.mark.parametrize("mode,precision", STEP_CASES, ids=[f"{m}-{p}" for m, p in STEP_CASES])
+def test_bench_convnet_step(benchmark, mode, precision):
+    """Steady-state ConvNet-3 training step (batch 256, CIFAR geometry): the CPU levers one by one.
+
+    ``compiled`` is ``torch.compile(model)`` (what ``evaluate_fast(compile=True)`` does on the CPU);
+    its one-off compile runs in the warm-up round and is not timed.
+    """
+    if precision == "bf16" and not bf16_supported(torch.device("cpu")):
+        pytest.skip("this CPU has no native bf16 (AVX512-BF16/AMX)")
+    from harness.models import create_model
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(256, 3, 32, 32, generator=g), torch.arange(256) % 10
+    model = seeded_model(lambda: create_model("convnet", num_classes=10, in_chans=3, img_size=32), 0)
+    net = torch.compile(model) if mode == "compiled" else model
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    benchmark.group = "convnet-3 step, batch 256"
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = torch.nn.functional.cross_entropy(net(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    benchmark.pedantic(step, rounds=3, iterations=1, warmup_rounds=1)
+    benchmark.extra_info.update(mode=mode, precision=precision, threads=torch.get_num_threads())
+
+
 # --- dynamics recorder overhead on full-data ResNet-18 ----------------------------------------------
 def _recorder_cls():
     try:
