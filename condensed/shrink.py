@@ -51,8 +51,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from condensed.prepare import prepare_for_eval
 from condensed.set import CondensedSet
-from harness.augment import ZCA
 from harness.data.images import LabeledImages
 from harness.errors import ConfigError
 
@@ -97,20 +97,6 @@ def ccs_cutoff(dataset: str, ipc_from: int, ipc_to: int) -> float:
 
 
 # --- evaluation helper -------------------------------------------------------------------------------
-def prepare_for_eval(cs: CondensedSet, dataset: str | None = None, data_root: str | os.PathLike | None = None,
-                     cache_dir: str | os.PathLike | None = None) -> tuple[LabeledImages, ZCA | None]:
-    """What :func:`harness.evaluate.evaluate_set` needs: the decoded set, and for ZCA-space sets the
-    whitening refitted on the real training split (normalized, ``eps`` from ``cs.zca``, default 0.1)."""
-    dec = cs.decoded()
-    zca = None
-    if dec.space == "zca":
-        from harness.data import load_dataset
-
-        real = load_dataset(dataset or dec.dataset, "train", data_root=data_root, cache_dir=cache_dir)
-        zca = ZCA(eps=float((dec.zca or {}).get("eps", 0.1))).fit(real.normalized())
-    return dec.to_labeled(), zca
-
-
 def model_input(li: LabeledImages) -> torch.Tensor:
     """Training inputs in the model's space: normalized pixels, or ZCA pixels as stored."""
     return li.images.float() if li.space == "zca" else li.normalized()

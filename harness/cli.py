@@ -42,7 +42,9 @@ def parse_params(items: Sequence[str] | None) -> dict[str, object]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ddbench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="ddbench", description="dataset distillation and data pruning benchmarks: "
+                                    "condense, shrink, coreset, evaluate, tables")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for mod in COMMAND_MODULES:
         importlib.import_module(mod).add_commands(sub)

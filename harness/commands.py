@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
 from harness.cli import common_data_args, parse_params, write_json_out
 from harness.data import get_spec, list_datasets, load_dataset
 from harness.errors import ConfigError
@@ -28,12 +30,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--param", action="append", help="other protocol overrides, key=value (e.g. precision=bf16)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the result JSON here")
+    p.add_argument("--path", default="auto", choices=["auto", "ensemble", "sequential"],
+                   help="auto: vmap ensemble of the runs on CUDA, sequential on CPU")
+    p.add_argument("--precision", default=None, choices=["fp32", "bf16"], help="default: the protocol's (fp32)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (pays off for long runs)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is best on a shared CPU)")
     common_data_args(p)
     p.set_defaults(func=cmd_evaluate)
 
-    q = sub.add_parser("quickstart", help="a 2-minute CPU tour on the embedded mnist5k digits")
-    q.add_argument("--runs", type=int, default=3)
-    q.add_argument("--epochs", type=int, default=300)
+    q = sub.add_parser("quickstart", help="a few-minute CPU tour on the embedded mnist5k digits")
+    q.add_argument("--runs", type=int, default=2)
+    q.add_argument("--epochs", type=int, default=200)
     q.set_defaults(func=cmd_quickstart)
 
     for name, fn, helptext in (("datasets", cmd_datasets, "list registered datasets"),
@@ -65,7 +72,23 @@ def _load_sets(path: Path, experiment: int | None):
     raise ConfigError(f"--set {path}: expected a condensed-set directory or a VICO res_*.pt file")
 
 
+def _evaluator(args: argparse.Namespace):
+    from harness.fasteval import evaluate_fast
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    def run(train, test, proto, *, seed: int, zca=None) -> EvalResult:
+        return evaluate_fast(train, test, proto, runs=args.runs, seed=seed, device=args.device, path=args.path,
+                             precision=args.precision, compile=args.compile, zca=zca)
+
+    return run
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from condensed import prepare_for_eval
+
+    evaluate = _evaluator(args)
     results: list[EvalResult] = []
     report: dict = {"versions": versions(), "git": git_revision()}
     if args.set:
@@ -77,10 +100,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"{args.set}: {len(sets)} set(s), {sets[0].method} on {dataset}, IPC {sets[0].ipc}, "
               f"space {sets[0].space}")
         for i, cs in enumerate(sets):
-            if cs.factor > 1:
-                cs = cs.decoded()
-            r = evaluate_set(cs.to_labeled(), test, proto, runs=args.runs, seed=args.seed + 1000 * i,
-                             device=args.device)
+            li, zca = prepare_for_eval(cs, dataset, args.data_root, args.cache_dir)
+            r = evaluate(li, test, proto, seed=args.seed + 1000 * i, zca=zca)
             print(f"  set {i}: {r}")
             results.append(r)
         report["source"] = {"set": str(args.set), "checksums": [s.checksum() for s in sets]}
@@ -92,7 +113,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         train, test = load_dataset(dataset, "train", **kw), load_dataset(dataset, "test", **kw)
         proto = _protocol(args, dataset)
         idx = random_per_class(train.labels, args.ipc, args.seed, train.num_classes)
-        r = evaluate_set(train.subset(idx), test, proto, runs=args.runs, seed=args.seed, device=args.device)
+        r = evaluate(train.subset(idx), test, proto, seed=args.seed)
         print(f"{dataset} random {args.ipc} per class: {r}")
         results.append(r)
         report["source"] = {"dataset": dataset, "ipc": args.ipc, "select": args.select, "subset_seed": args.seed}

@@ -45,17 +45,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from harness.augment import (
-    DSA_GROUPS,
-    DCAugment,
-    DSAParams,
-    _affine,  # noqa: PLC2701 - the shared grid-sample helper, kept identical to the sequential DSA
-    _shift,  # noqa: PLC2701
-    crop_flip,
-)
+from harness.augment import DSA, DSA_GROUPS, DCAugment, crop_flip
 from harness.errors import ConfigError
 from harness.models import has_running_stats
-from harness.train import Protocol
+from harness.train import Protocol, scheduled_lr
 
 __all__ = ["EnsembleDSA", "can_ensemble", "ensemble_aug_seed", "fit_ensemble", "lr_schedule"]
 
@@ -74,79 +67,26 @@ def ensemble_aug_seed(seeds: Sequence[int]) -> int:
 
 
 # --- DSA over an ensemble batch -------------------------------------------------------------------
-class EnsembleDSA:
+class EnsembleDSA(DSA):
     """DSA on a ``(K*B, C, H, W)`` ensemble batch: per-sample parameters, op group drawn per model.
 
-    Parameter distributions are those of :mod:`harness.augment` (the reference ``ParamDiffAug``).
-    Mode ``S``: each model draws one group per call; mode ``M``: every group in strategy order.
+    The ops and parameter distributions are :mod:`harness.augment`'s (the reference ``ParamDiffAug``).
+    Mode ``S``: each model draws one group per call (one group shared by all models would correlate
+    the runs and shrink the reported std); mode ``M``: every group in strategy order.
     """
 
-    def __init__(self, strategy: str, params: DSAParams | None = None, mode: str = "S") -> None:
-        groups = [s for s in strategy.split("_") if s]
-        unknown = [s for s in groups if s not in DSA_GROUPS]
-        if unknown or not groups:
-            raise ConfigError(f"DSA strategy {strategy!r}: unknown ops {unknown} (known: {sorted(DSA_GROUPS)})")
-        if mode not in ("S", "M"):
-            raise ConfigError(f"DSA mode {mode!r}: expected 'S' (one op group per call) or 'M' (all groups)")
-        self.strategy, self.groups, self.params, self.mode = strategy, groups, params or DSAParams(), mode
-
-    def __repr__(self) -> str:
-        return f"EnsembleDSA({self.strategy!r}, mode={self.mode!r})"
-
-    def __call__(self, x: torch.Tensor, models: int, generator: torch.Generator) -> torch.Tensor:
-        n, _, h, w = x.shape
+    def __call__(self, x: torch.Tensor, models: int, generator: torch.Generator) -> torch.Tensor:  # type: ignore[override]
+        n = x.shape[0]
         if n % models:
             raise ConfigError(f"ensemble batch of {n} samples does not split into {models} models")
-        per = n // models
-        dev, p = x.device, self.params
-
-        def rand() -> torch.Tensor:
-            return torch.rand(n, generator=generator, device=dev)
-
-        def randint(lo: int, hi: int) -> torch.Tensor:
-            return torch.randint(lo, hi, (n,), generator=generator, device=dev)
-
         if self.mode == "S":
-            choice = torch.randint(len(self.groups), (models,), generator=generator, device=dev)
-            choice = choice.repeat_interleave(per)  # (n,): the group of each sample's model
+            choice = torch.randint(len(self.groups), (models,), generator=generator, device=x.device)
+            choice = choice.repeat_interleave(n // models).view(n, 1, 1, 1)  # the group of each sample's model
         for gi, group in enumerate(self.groups):
-            if group == "color":
-                b, s, c = rand(), rand(), rand()
-                y = x + (b.view(n, 1, 1, 1).to(x.dtype) - 0.5) * p.brightness
-                m = y.mean(dim=1, keepdim=True)
-                y = (y - m) * (s.view(n, 1, 1, 1).to(x.dtype) * p.saturation) + m
-                m = y.mean(dim=(1, 2, 3), keepdim=True)
-                y = (y - m) * (c.view(n, 1, 1, 1).to(x.dtype) + p.contrast) + m
-            elif group == "crop":
-                sx, sy = int(h * p.crop + 0.5), int(w * p.crop + 0.5)
-                tx, ty = randint(-sx, sx + 1), randint(-sy, sy + 1)
-                y = _shift(x, tx, ty)
-            elif group == "cutout":
-                ch, cw = int(h * p.cutout + 0.5), int(w * p.cutout + 0.5)
-                ox = randint(0, h + (1 - ch % 2)).view(n, 1, 1)
-                oy = randint(0, w + (1 - cw % 2)).view(n, 1, 1)
-                r = torch.arange(h, device=dev).view(1, h, 1)
-                cc = torch.arange(w, device=dev).view(1, 1, w)
-                lo_r, lo_c = (ox - ch // 2).clamp(0, h - 1), (oy - cw // 2).clamp(0, w - 1)
-                hi_r, hi_c = (ox - ch // 2 + ch - 1).clamp(0, h - 1), (oy - cw // 2 + cw - 1).clamp(0, w - 1)
-                inside = (r >= lo_r) & (r <= hi_r) & (cc >= lo_c) & (cc <= hi_c)
-                y = x * (~inside).unsqueeze(1).to(x.dtype)
-            elif group == "flip":
-                f = (rand() < p.prob_flip).view(n, 1, 1, 1)
-                y = torch.where(f, x.flip(3), x)
-            elif group == "scale":
-                sx = rand() * (p.scale - 1.0 / p.scale) + 1.0 / p.scale
-                sy = rand() * (p.scale - 1.0 / p.scale) + 1.0 / p.scale
-                theta = torch.zeros(n, 2, 3, device=dev)
-                theta[:, 0, 0], theta[:, 1, 1] = sx, sy
-                y = _affine(x, theta)
-            else:  # rotate
-                ang = (rand() - 0.5) * 2 * p.rotate / 180 * math.pi
-                cs, sn = torch.cos(ang), torch.sin(ang)
-                theta = torch.zeros(n, 2, 3, device=dev)
-                theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cs, -sn, sn, cs
-                y = _affine(x, theta)
-            x = torch.where((choice == gi).view(n, 1, 1, 1), y, x) if self.mode == "S" else y
+            y = x
+            for op in DSA_GROUPS[group]:
+                y = op(y, n, generator, self.params)
+            x = torch.where(choice == gi, y, x) if self.mode == "S" else y
         return x
 
 
@@ -194,18 +134,8 @@ def ensemble_cutmix(x: torch.Tensor, models: int, generator: torch.Generator, p:
 # --- the loop ------------------------------------------------------------------------------------
 def lr_schedule(protocol: Protocol, steps_per_epoch: int) -> Callable[[int, int, float], float]:
     """``lr(epoch, step, current)`` as :class:`harness.train.Trainer` computes it (pure Python floats)."""
-    p = protocol
-    steps_total = steps_per_epoch * p.total_epochs
-
-    def lr_at(epoch: int, step: int, current: float) -> float:
-        if p.schedule == "cosine":
-            return p.eta_min + (p.lr - p.eta_min) * (1 + math.cos(math.pi * step / steps_total)) / 2
-        if p.schedule == "multistep":
-            drops = sum(epoch >= int(round(m * p.total_epochs)) for m in p.milestones)
-            return p.lr * p.gamma**drops
-        return current
-
-    return lr_at
+    steps_total = steps_per_epoch * protocol.total_epochs
+    return lambda epoch, step, current: scheduled_lr(protocol, epoch, step, steps_total, current)
 
 
 def _per_model_loss(kind: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -64,6 +64,15 @@ def model_inputs(train: LabeledImages, test: LabeledImages, zca: ZCA | None = No
     return train.normalized(), test_x
 
 
+def loss_for(train: LabeledImages, protocol: Protocol) -> Protocol:
+    """The protocol with the loss the set's labels need: soft labels train with soft CE, never rounded."""
+    if train.soft_labels is not None and protocol.loss == "ce":
+        return protocol.with_(loss="soft_ce")
+    if train.soft_labels is None and protocol.loss != "ce":
+        raise ConfigError(f"protocol loss {protocol.loss!r} needs soft labels; the set has hard labels only")
+    return protocol
+
+
 def random_per_class(labels: torch.Tensor, k: int, seed: int, num_classes: int | None = None) -> torch.Tensor:
     """``k`` indices drawn without replacement from each class (sorted), from one seed."""
     g = torch.Generator().manual_seed(seed)
@@ -89,10 +98,7 @@ def evaluate_set(
     progress: Callable[[int, int, int], None] | None = None,
 ) -> EvalResult:
     runs = runs or protocol.runs
-    if train.soft_labels is not None and protocol.loss == "ce":
-        protocol = protocol.with_(loss="soft_ce")
-    if train.soft_labels is None and protocol.loss != "ce":
-        raise ConfigError(f"protocol loss {protocol.loss!r} needs soft labels; the set has hard labels only")
+    protocol = loss_for(train, protocol)
     x_train, x_test = model_inputs(train, test, zca)
     device = torch.device(device)
     x_train = x_train.to(device)

@@ -36,7 +36,7 @@ from harness.augment import ZCA
 from harness.data.images import LabeledImages
 from harness.ensemble import can_ensemble, ensemble_accuracy, fit_ensemble
 from harness.errors import ConfigError
-from harness.evaluate import EvalResult, model_inputs
+from harness.evaluate import EvalResult, loss_for, model_inputs
 from harness.models import create_model
 from harness.train import Protocol, Trainer, accuracy, seeded_model
 
@@ -94,10 +94,7 @@ def evaluate_fast(
     runs = runs or protocol.runs
     if precision not in (None, "fp32", "bf16"):
         raise ConfigError(f"evaluate_fast: precision={precision!r}, expected None, 'fp32' or 'bf16'")
-    if train.soft_labels is not None and protocol.loss == "ce":
-        protocol = protocol.with_(loss="soft_ce")
-    if train.soft_labels is None and protocol.loss != "ce":
-        raise ConfigError(f"protocol loss {protocol.loss!r} needs soft labels; the set has hard labels only")
+    protocol = loss_for(train, protocol)
     device = torch.device(device)
     extra: dict[str, object] = {}
     precision = precision or protocol.precision

@@ -92,7 +92,8 @@ class Protocol:
     def describe(self) -> str:
         parts = [f"{self.name}: {self.model}, {self.total_epochs} epochs, batch {self.batch_size}",
                  f"SGD lr {self.lr} m {self.momentum} wd {self.weight_decay}{' nesterov' if self.nesterov else ''}",
-                 f"schedule {self.schedule}" + (f" at {[round(m, 3) for m in self.milestones]} x{self.gamma}" if self.milestones else ""),
+                 f"schedule {self.schedule}"
+                 + (f" at {[round(m, 3) for m in self.milestones]} x{self.gamma}" if self.milestones else ""),
                  f"aug {self.augment}" + (f" ({self.dsa_strategy or self.dc_strategy})"
                                           if self.augment in ("dsa", "dc") else ""),
                  *([f"cutmix p {self.cutmix_p}"] if self.cutmix_p else []),
@@ -183,6 +184,17 @@ def seeded_model(build: Callable[[], nn.Module], seed: int) -> nn.Module:
         return build()
 
 
+def scheduled_lr(p: Protocol, epoch: int, step: int, steps_total: int, current: float) -> float:
+    """The learning rate at a step: cosine per iteration (to ``eta_min``), multistep at fractions of the
+    epochs (x ``gamma`` each), else ``current`` (VICO's halving is applied by the loop with a fresh optimiser)."""
+    if p.schedule == "cosine":
+        return p.eta_min + (p.lr - p.eta_min) * (1 + math.cos(math.pi * step / steps_total)) / 2
+    if p.schedule == "multistep":
+        drops = sum(epoch >= int(round(m * p.total_epochs)) for m in p.milestones)
+        return p.lr * p.gamma**drops
+    return current
+
+
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return -(target * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
 
@@ -219,13 +231,7 @@ class Trainer:
             group["lr"] = lr
 
     def _lr_at(self, epoch: int, step: int, steps_total: int) -> float:
-        p = self.protocol
-        if p.schedule == "cosine":
-            return p.eta_min + (p.lr - p.eta_min) * (1 + math.cos(math.pi * step / steps_total)) / 2
-        if p.schedule == "multistep":
-            drops = sum(epoch >= int(round(m * p.total_epochs)) for m in p.milestones)
-            return p.lr * p.gamma**drops
-        return self.lr
+        return scheduled_lr(self.protocol, epoch, step, steps_total, self.lr)
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         g = self.generator

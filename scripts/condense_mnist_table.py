@@ -31,7 +31,16 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--score-cache", default=None)
     ap.add_argument("--loss-converge", action="store_true", help="also a LossConverge_large row (5 epochs)")
+    ap.add_argument("--batch-real", type=int, default=256, help="real images per class per matching step")
+    ap.add_argument("--dc-init", default="noise", choices=["real", "noise"], help="DC init (reference: noise)")
+    ap.add_argument("--loss-model", default="convnet", help="model that records GoldFromOres losses")
+    ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    loss_params = {"model": args.loss_model}
 
     train = load_dataset("mnist", "train", data_root=args.data_root)
     test = load_dataset("mnist", "test", data_root=args.data_root)
@@ -48,21 +57,25 @@ def main() -> None:
     evaluate("random real", "-", "-", train.subset(random_per_class(train.labels, args.ipc, args.seed, 10)), 0.0)
     runs = [("dm", args.dm_iterations, None),
             ("dc", args.dc_iterations, None),
-            ("dm", args.dm_iterations, PrePrune("LossInit_large", drop_ratio=args.drop_ratio, seed=args.seed)),
+            ("dm", args.dm_iterations, PrePrune("LossInit_large", drop_ratio=args.drop_ratio, seed=args.seed,
+                                                      params=loss_params)),
             ("dm", args.dm_iterations, PrePrune("Random", drop_ratio=args.drop_ratio, seed=args.seed))]
     if args.loss_converge:
         runs.append(("dm", args.dm_iterations, PrePrune("LossConverge_large", drop_ratio=args.drop_ratio,
-                                                        seed=args.seed, params={"epochs": 5})))
+                                                        seed=args.seed, params={"epochs": 5, **loss_params})))
     for method, iters, pre in runs:
         cond = create_condenser(method)
         t = time.perf_counter()
-        cs = cond.condense(train, args.ipc, cond.default_config(iterations=iters), pre_prune=pre, seed=args.seed,
+        extra = {"init": args.dc_init} if method == "dc" else {}
+        cfg = cond.default_config(iterations=iters, batch_real=args.batch_real, **extra)
+        cs = cond.condense(train, args.ipc, cfg, pre_prune=pre, seed=args.seed,
                            device=args.device, score_cache=args.score_cache)
         secs = time.perf_counter() - t
         evaluate(method.upper(), f"{pre.criterion} drop {pre.drop_fraction}" if pre else "-", str(iters),
                  cs.to_labeled(), secs)
 
-    print(f"\nMNIST, IPC {args.ipc}; protocol: {proto.describe()}; {args.runs} runs per row; device {args.device}\n")
+    print(f"\nMNIST, IPC {args.ipc}; protocol: {proto.describe()}; {args.runs} runs per row; device {args.device}; "
+          f"batch_real {args.batch_real}; DC init {args.dc_init}; GoldFromOres loss model {args.loss_model}\n")
     print("| set | pre-prune | iterations | test acc % (mean ± std) | condense s | eval s |")
     print("|---|---|---|---|---|---|")
     for r in rows:

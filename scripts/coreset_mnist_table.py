@@ -21,7 +21,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-root", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     ap.add_argument("--workdir", default="runs/coreset_mnist")
-    ap.add_argument("--model", default="convnet_w32")
+    ap.add_argument("--model", default="dc_lenet")
     ap.add_argument("--epochs-dynamics", type=int, default=10)
     ap.add_argument("--epochs-train", type=int, default=10)
     ap.add_argument("--runs", type=int, default=2)
@@ -39,7 +39,7 @@ def main() -> None:
                               model=args.model, epochs_dynamics=args.epochs_dynamics, epochs_train=args.epochs_train,
                               runs=args.runs, dynamics_overrides=overrides, train_overrides=overrides,
                               protocol_dynamics="ccs", protocol_train="ccs", **extra,
-                              progress=lambda m: print(m, flush=True) if "epoch" not in m else None)
+                              progress=lambda m: print(m, flush=True))
             accs = rep["accuracies"]
             rows.append((rate, name, rep["n_kept"], 100 * statistics.fmean(accs), 100 * statistics.pstdev(accs),
                          len(accs)))

@@ -32,6 +32,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=2, help="evaluations per experiment")
     ap.add_argument("--models", default="ConvNet,LeNet,MLP,AlexNet,VGG11,ResNet18")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--report-only", action="store_true", help="print the table from the results so far")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -39,8 +40,9 @@ def main() -> None:
     sets = load_published("vico", root / FILE)
     test = load_dataset("mnist", "test", data_root=root)
     names = args.models.split(",")
+    all_names = "ConvNet,LeNet,MLP,AlexNet,VGG11,ResNet18".split(",")
     # runs outermost, so a partial run still covers every model and experiment once
-    for r in range(args.runs):
+    for r in range(0 if args.report_only else args.runs):
         for vico_name in names:
             proto = get_protocol("vico-dc", "mnist", model=VICO_NAMES[vico_name])
             for e, cs in enumerate(sets):
@@ -51,7 +53,7 @@ def main() -> None:
                 atomic_write_json(f, {**res.as_dict(), "experiment": e, "versions": versions()})
                 print(f"{vico_name} exp {e} run {r}: {100 * res.mean:.2f}%", flush=True)
     rows = []
-    for vico_name in names:
+    for vico_name in all_names:
         files = sorted(out.glob(f"{vico_name}-exp*-run*.json"))
         accs = [json.loads(f.read_text())["accuracies"][0] for f in files]
         if not accs:

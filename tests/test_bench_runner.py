@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import multiprocessing as mp
 import os
@@ -117,8 +116,7 @@ def test_two_runners_never_record_a_unit_twice(tmp_path):
 
 
 def _cli() -> list[str]:
-    mod = "harness" if importlib.util.find_spec("harness.commands") else "harness.bench.commands"
-    return [sys.executable, "-m", mod]
+    return [sys.executable, "-m", "harness"]
 
 
 def test_sigkill_mid_table_then_resume(tmp_path):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
 
 from harness.errors import ConfigError
 
@@ -98,24 +97,3 @@ def cmd_report(args: argparse.Namespace) -> int:
     for p in write_reports(spec, args.results, out, args.scale, plots=not args.no_plots).values():
         print(f"wrote {p}")
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from harness.errors import DDBenchError
-    from harness.registry import UnknownNameError
-
-    parser = argparse.ArgumentParser(prog="ddbench")
-    add_commands(parser.add_subparsers(dest="command", metavar="COMMAND"))
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    try:
-        return int(args.func(args) or 0)
-    except (DDBenchError, UnknownNameError) as e:
-        print(f"ddbench table: error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

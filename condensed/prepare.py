@@ -1,0 +1,23 @@
+"""Turn a condensed set into what the evaluator trains on: decoded, and with its ZCA refitted."""
+
+from __future__ import annotations
+
+import os
+
+from condensed.set import CondensedSet
+from harness.augment import ZCA
+from harness.data.images import LabeledImages
+
+
+def prepare_for_eval(cs: CondensedSet, dataset: str | None = None, data_root: str | os.PathLike | None = None,
+                     cache_dir: str | os.PathLike | None = None) -> tuple[LabeledImages, ZCA | None]:
+    """What :func:`harness.evaluate.evaluate_set` needs: the decoded set, and for ZCA-space sets the
+    whitening refitted on the real training split (normalized, ``eps`` from ``cs.zca``, default 0.1)."""
+    dec = cs.decoded()
+    zca = None
+    if dec.space == "zca":
+        from harness.data import load_dataset
+
+        real = load_dataset(dataset or dec.dataset, "train", data_root=data_root, cache_dir=cache_dir)
+        zca = ZCA(eps=float((dec.zca or {}).get("eps", 0.1))).fit(real.normalized())
+    return dec.to_labeled(), zca
