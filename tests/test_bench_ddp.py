@@ -8,9 +8,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from harness.bench.ddp import DDPConfig, _ToInput, load_stats, spawn_local
+from harness.bench.ddp import DDPConfig, _ToInput, spawn_local
 from harness.data import ImageFolderStream
 from harness.data.specs import IMAGENET_MEAN, IMAGENET_STD
+from harness.dynamics import STATS, Dynamics
 from harness.models import create_model
 from harness.train import seeded_model
 
@@ -33,14 +34,18 @@ def test_ddp_two_gloo_processes_gather_index_aligned_stats(tmp_path):
     cfg = DDPConfig(root=str(tmp_path / "imgs"), out=str(tmp_path / "out"), model="convnet", epochs=2,
                     batch_size=4, lr=0.0, weight_decay=0.0, img_size=12, num_workers=1, seed=0, backend="gloo")
     spawn_local(cfg, world_size=2)
-    stats, meta = load_stats(tmp_path / "out")
-    assert meta["n"] == n and meta["world_size"] == 2
+    dyn = Dynamics.open(tmp_path / "out")  # an ordinary dynamics directory, every scorer reads it
+    assert dyn.n == n and dyn.epochs == 2 and dyn.meta["config"]["world_size"] == 2
+    stats = {s: np.asarray(dyn.stat(s)) for s in STATS}
     for name, arr in stats.items():
         assert arr.shape == (2, n), name
-        assert np.isfinite(arr).all(), f"{name}: some sample missing from the gathered stats"
+        rows = arr[1:] if name == "kl_prev" else arr  # kl_prev is NaN at epoch 0 by definition
+        assert np.isfinite(rows).all(), f"{name}: some sample missing from the gathered stats"
     assert set(np.unique(stats["correct"])) <= {0.0, 1.0}
     assert ((stats["target_prob"] > 0) & (stats["target_prob"] <= 1)).all()
-    assert ((stats["margin"] > 0) == (stats["correct"] == 1)).all()
+    assert ((stats["logit_margin"] > 0) == (stats["correct"] == 1)).all()
+    assert np.allclose(stats["kl_prev"][1], 0.0, atol=1e-5)  # lr 0: the same model both epochs
+    assert (dyn.labels == ds_labels(cfg.root)).all()
     ds = ImageFolderStream(cfg.root, transform=_ToInput(12, IMAGENET_MEAN, IMAGENET_STD))
     model = seeded_model(lambda: create_model("convnet", num_classes=3, in_chans=3, img_size=12), 0)
     model.train()  # DDP records training-mode logits (instance norm: no running stats)
@@ -49,4 +54,8 @@ def test_ddp_two_gloo_processes_gather_index_aligned_stats(tmp_path):
         loss = torch.nn.functional.cross_entropy(model(x), ds.targets, reduction="none").numpy()
     np.testing.assert_allclose(stats["loss"][0], loss, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(stats["loss"][1], loss, rtol=1e-4, atol=1e-5)
-    json.dumps(meta)
+    json.dumps(dyn.meta)
+
+
+def ds_labels(root) -> np.ndarray:
+    return ImageFolderStream(root).targets.numpy()

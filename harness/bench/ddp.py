@@ -2,11 +2,10 @@
 
 ImageNet-scale coreset cells stream ``(image, label, index)`` from :class:`harness.data.ImageFolderStream`
 with DataLoader workers, one process per GPU under ``torchrun`` (NCCL) or several CPU processes
-(gloo). Each rank records, per batch, ``(index, loss, correct, target prob, margin)`` for its own
-samples; at the end of every epoch the ranks ``all_gather`` these rows and rank 0 scatters them
-into index-aligned ``(epochs, N)`` arrays, so the file is in dataset order whatever the sampler,
-worker or rank. Output (rank 0, atomic): ``<out>/{loss,correct,target_prob,margin}.npy`` and
-``meta.json``.
+(gloo). After every step the ranks ``all_gather`` their ``(index, label, logits)`` rows and rank 0
+feeds them to one :class:`harness.dynamics.DynamicsRecorder`, so ``<out>`` is an ordinary dynamics
+directory (docs/dynamics.md), index-aligned in dataset order whatever the sampler, worker or rank,
+written epoch by epoch; every score reads it like any other run.
 
 Run with torchrun::
 
@@ -18,7 +17,6 @@ or in-process on CPU with :func:`spawn_local` (the tests use two gloo processes)
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 from dataclasses import asdict, dataclass
@@ -28,8 +26,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-
-STATS = ("loss", "correct", "target_prob", "margin")
 
 
 @dataclass(frozen=True)
@@ -105,11 +101,17 @@ def train_ddp(rank: int, world_size: int, cfg: DDPConfig, init_method: str = "en
         steps_total = cfg.epochs * len(loader)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: 0.5 * (1 + np.cos(np.pi * min(s, steps_total) / max(steps_total, 1))))
-        arrays = {s: np.full((cfg.epochs, n), np.nan, dtype=np.float32) for s in STATS} if rank == 0 else {}
+        rec = None
+        if rank == 0:
+            from harness.dynamics import DynamicsRecorder
+
+            meta = {**asdict(cfg), "world_size": world_size, "classes": ds.classes,
+                    "order": "dataset (ImageFolderStream index)"}
+            rec = DynamicsRecorder(n, k, out_dir=cfg.out, meta=meta, labels=ds.targets.numpy())
         for epoch in range(cfg.epochs):
             sampler.set_epoch(epoch)
             ddp.train()
-            rows = []
+            correct = 0.0
             for x, y, idx in loader:
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 logits = ddp(x)
@@ -118,44 +120,20 @@ def train_ddp(rank: int, world_size: int, cfg: DDPConfig, init_method: str = "en
                 per.mean().backward()
                 opt.step()
                 sched.step()
-                with torch.no_grad():
-                    lg = logits.detach().float()
-                    prob = lg.softmax(1)
-                    tp = prob.gather(1, y[:, None])[:, 0]
-                    other = lg.clone()
-                    other.scatter_(1, y[:, None], float("-inf"))
-                    margin = lg.gather(1, y[:, None])[:, 0] - other.max(1).values
-                    rows.append(torch.stack([idx.double(), per.detach().double().cpu(),
-                                             (lg.argmax(1) == y).double().cpu(), tp.double().cpu(),
-                                             margin.double().cpu()], 1))
-            local = torch.cat(rows) if rows else torch.zeros(0, 1 + len(STATS), dtype=torch.float64)
-            allrows = _gather_rows(local, world_size)
-            if rank == 0:
-                index = allrows[:, 0].long().numpy()
-                for j, s in enumerate(STATS):  # DistributedSampler pads with repeats: same index, same epoch
-                    arrays[s][epoch, index] = allrows[:, 1 + j].numpy()
-        if rank == 0:
-            _write(Path(cfg.out), arrays, {"format": "ddbench.bench.ddp-dynamics/1", "n": n, "classes": ds.classes,
-                                           "world_size": world_size, "order": "dataset (ImageFolderStream index)",
-                                           "stats": list(STATS), "config": asdict(cfg)})
-            return {"n": float(n), "last_epoch_acc": float(np.nanmean(arrays["correct"][-1]))}
+                lg = logits.detach().double().cpu()
+                rows = torch.cat([idx.double()[:, None], y.double().cpu()[:, None], lg], 1)
+                allrows = _gather_rows(rows, world_size)  # every rank's batch, (sum B, 2 + C)
+                if rec is not None:  # DistributedSampler pads with repeats: same sample, same epoch
+                    rec.on_batch(epoch, allrows[:, 0].long(), allrows[:, 2:].float(), allrows[:, 1].long())
+                    correct += float((allrows[:, 2:].argmax(1) == allrows[:, 1].long()).double().sum())
+            if rec is not None:
+                rec.on_epoch_end(epoch, None)
+        if rec is not None:
+            return {"n": float(n), "last_epoch_acc": correct / n}
         return None
     finally:
         dist.barrier()
         dist.destroy_process_group()
-
-
-def _write(out: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
-    from harness.io import atomic_write_bytes, atomic_write_json
-
-    out.mkdir(parents=True, exist_ok=True)
-    for name, arr in arrays.items():
-        import io
-
-        buf = io.BytesIO()
-        np.save(buf, arr)
-        atomic_write_bytes(out / f"{name}.npy", buf.getvalue())
-    atomic_write_json(out / "meta.json", meta)
 
 
 def _spawn_entry(rank: int, world_size: int, cfg: DDPConfig, init_method: str) -> None:
@@ -171,11 +149,6 @@ def spawn_local(cfg: DDPConfig, world_size: int = 2) -> Path:
         init = f"file://{Path(d) / 'rendezvous'}"
         tmp_mp.spawn(_spawn_entry, args=(world_size, cfg, init), nprocs=world_size, join=True)
     return Path(cfg.out)
-
-
-def load_stats(out: str | Path) -> tuple[dict[str, np.ndarray], dict]:
-    p = Path(out)
-    return {s: np.load(p / f"{s}.npy") for s in STATS}, json.loads((p / "meta.json").read_text())
 
 
 def main(argv: list[str] | None = None) -> int:
