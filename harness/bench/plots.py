@@ -3,6 +3,7 @@ bars (std over runs) and the paper's numbers as hollow markers; one PNG and one 
 
 from __future__ import annotations
 
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,7 +54,8 @@ def plot_table(spec: TableSpec, summaries: list[CellSummary], out_dir: str | Pat
             continue
         ax.set_xlabel(spec.x_label or "x")
         ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"{spec.title or spec.name} — {ds} [scale: {scale}]", fontsize=9)
+        title = textwrap.fill(f"{spec.title or spec.name} — {ds} [scale: {scale}]", width=80)
+        ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
         fig.text(0.01, 0.005, "solid: ours (mean ± std); dashed hollow: paper", fontsize=6)
