@@ -78,9 +78,11 @@ def resolve_rule(name: str):
     """The :class:`harness.pruning.recipes.Recipe` for a shrink rule (YOCO suffix grammar)."""
     from harness.pruning.recipes import parse_recipe
 
-    base, sep, rest = name.partition("_")
-    if base in RULE_ALIASES and name not in ("ccs_yoco",):
-        name = RULE_ALIASES[base] + (sep + rest if rest else "")
+    if name != "ccs_yoco":
+        for alias in sorted(RULE_ALIASES, key=len, reverse=True):  # YOCO's names, with any suffixes
+            if name == alias or name.startswith(alias + "_"):
+                name = RULE_ALIASES[alias] + name[len(alias):]
+                break
     return parse_recipe(name)
 
 

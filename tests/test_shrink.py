@@ -124,3 +124,11 @@ def test_prepare_for_eval_decodes_and_refits_zca():
     torch.testing.assert_close(zca(real.subset(picks).normalized()), zs.images)
     res = evaluate_set(li, load_dataset("digits", "test"), get_protocol("vico-dc", "digits", epochs=2), runs=1, zca=zca)
     assert 0.0 <= res.mean <= 1.0
+
+
+def test_yoco_rule_names_with_underscores_and_suffixes():
+    # YOCO names AUM "accumulated_margin"; its suffixed forms must resolve too (not split at the first "_")
+    assert resolve_rule("accumulated_margin").score == "aum"
+    r = resolve_rule("accumulated_margin_easy")
+    assert r.score == "aum" and r.keep == "easy"
+    assert resolve_rule("ccs").name == "ccs_yoco" and resolve_rule("ccs_yoco").name == "ccs_yoco"
