@@ -40,7 +40,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     q = sub.add_parser("quickstart", help="a few-minute CPU tour on the embedded mnist5k digits")
     q.add_argument("--runs", type=int, default=2)
-    q.add_argument("--epochs", type=int, default=200)
+    q.add_argument("--epochs", type=int, default=150)
     q.set_defaults(func=cmd_quickstart)
 
     for name, fn, helptext in (("datasets", cmd_datasets, "list registered datasets"),
