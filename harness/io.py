@@ -28,6 +28,17 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return p
 
 
+def atomic_save_npy(path: str | os.PathLike, array: Any) -> Path:
+    """``np.save`` to a temporary file in the same directory, then rename over ``path``."""
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array))
+    return atomic_write_bytes(path, buf.getvalue())
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode())
 

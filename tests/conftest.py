@@ -35,3 +35,18 @@ def data_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(autouse=True)
 def _threads() -> None:
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def run_subcommands(add_commands, argv: list[str]) -> str:
+    """Parse ``argv`` with one module's sub-commands, run the handler (it must return 0), return stdout."""
+    import argparse
+    import io
+    from contextlib import redirect_stdout
+
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert args.func(args) == 0
+    return buf.getvalue()

@@ -3,14 +3,12 @@ bad inputs give a FormatError naming the file and write nothing; ``import``/``in
 
 from __future__ import annotations
 
-import argparse
-import io
-from contextlib import redirect_stdout
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_subcommands
 
 from adapters.loaders import load_published
 from adapters.loaders.commands import add_commands
@@ -22,13 +20,7 @@ C10 = (3, 32, 32)
 
 
 def _cli(argv: list[str]) -> str:
-    parser = argparse.ArgumentParser()
-    add_commands(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    buf = io.StringIO()
-    with redirect_stdout(buf):
-        assert args.func(args) == 0
-    return buf.getvalue()
+    return run_subcommands(add_commands, argv)
 
 
 def _class_major(n_per: int, k: int = 10) -> torch.Tensor:

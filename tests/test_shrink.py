@@ -3,14 +3,12 @@ provenance, the CLI, bad inputs, and evaluation preparation (decode + ZCA refit)
 
 from __future__ import annotations
 
-import argparse
-import io
-from contextlib import redirect_stdout
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_subcommands
 
 from adapters.loaders.commands import add_commands
 from condensed import CondensedSet, load_condensed
@@ -29,13 +27,7 @@ def _idc_like(ipc: int = 2, factor: int = 2, seed: int = 0) -> CondensedSet:
 
 
 def _cli(argv: list[str]) -> str:
-    parser = argparse.ArgumentParser()
-    add_commands(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    buf = io.StringIO()
-    with redirect_stdout(buf):
-        assert args.func(args) == 0
-    return buf.getvalue()
+    return run_subcommands(add_commands, argv)
 
 
 def test_yoco_balanced_keeps_lowest_lbpe_per_class():

@@ -349,23 +349,12 @@ def mean_target_prob(dyn, *, epochs: int = 30) -> np.ndarray:
 # --- files ------------------------------------------------------------------------------------------
 def save_scores(path: str | Path, scores: np.ndarray) -> Path:
     """Save a 1-D float64 score array, index-aligned with the dataset (never sorted), atomically."""
-    import os
-    import tempfile
+    from harness.io import atomic_save_npy
 
     arr = np.asarray(scores, dtype=np.float64)
     if arr.ndim != 1:
         raise ConfigError(f"scores must be 1-D (index-aligned), got shape {arr.shape}")
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, arr)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+    return atomic_save_npy(path, arr)
 
 
 def load_scores(path: str | Path, n: int | None = None) -> np.ndarray:

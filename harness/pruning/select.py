@@ -391,21 +391,9 @@ def kmeans(scores, labels, budget: Budget, *, seed: int, features=None, balance:
 
 def save_kept(path, kept: np.ndarray):
     """Save kept indices (sorted int64) atomically."""
-    import os
-    import tempfile
-    from pathlib import Path
+    from harness.io import atomic_save_npy
 
     arr = np.asarray(kept)
     if arr.ndim != 1 or (arr.size and (arr.min() < 0 or not np.issubdtype(arr.dtype, np.integer))):
         raise ConfigError(f"kept indices must be 1-D non-negative integers, got {arr.dtype} {arr.shape}")
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, np.sort(arr).astype(np.int64))
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+    return atomic_save_npy(path, np.sort(arr).astype(np.int64))
