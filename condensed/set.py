@@ -29,6 +29,7 @@ import torch
 from condensed.decode import decode_per_class
 from harness.data.images import SPACES, LabeledImages
 from harness.errors import FormatError
+from harness.io import read_meta_json
 
 FORMAT = "ddbench.condensed/1"
 
@@ -178,12 +179,7 @@ def load_condensed(directory: str | os.PathLike) -> CondensedSet:
     for p in (meta_p, img_p):
         if not p.is_file():
             raise FormatError(f"{p}: missing; a condensed set directory holds images.safetensors and meta.json")
-    try:
-        meta = json.loads(meta_p.read_text())
-    except json.JSONDecodeError as e:
-        raise FormatError(f"{meta_p}: not valid JSON ({e})") from None
-    if meta.get("format") != FORMAT:
-        raise FormatError(f"{meta_p}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    meta = read_meta_json(meta_p, FORMAT)
     try:
         t = load_file(str(img_p))
     except (SafetensorError, OSError, ValueError) as e:

@@ -187,16 +187,10 @@ class Dynamics:
 
 
 def _read_meta(d: Path) -> dict | None:
+    from harness.io import read_meta_json
+
     f = d / META
-    if not f.is_file():
-        return None
-    try:
-        meta = json.loads(f.read_text())
-    except json.JSONDecodeError as e:
-        raise FormatError(f"{f}: not valid JSON ({e})") from None
-    if meta.get("format") != FORMAT:
-        raise FormatError(f"{f}: format {meta.get('format')!r}, expected {FORMAT!r}")
-    return meta
+    return read_meta_json(f, FORMAT) if f.is_file() else None
 
 
 class DynamicsRecorder:

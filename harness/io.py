@@ -47,6 +47,21 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def read_meta_json(path: str | os.PathLike, fmt: str) -> dict:
+    """A ``meta.json`` that must parse and declare ``"format": fmt``; FormatError naming the file otherwise."""
+    from harness.errors import FormatError
+
+    p = Path(path)
+    try:
+        meta = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise FormatError(f"{p}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise FormatError(f"{p}: format {found!r}, expected {fmt!r}")
+    return meta
+
+
 def git_revision(start: str | os.PathLike | None = None) -> str | None:
     here = Path(start or Path(__file__).resolve().parent)
     try:

@@ -370,49 +370,19 @@ register_cell_kind("shrink", shrink_cell)
 
 
 # --- names for validation ---------------------------------------------------------------------
-BASE_RECIPES = {"random", "forgetting", "el2n", "aum", "accumulated_margin", "entropy", "ssp", "ccs", "tdds",
-                "dual", "yoco", "moderate", "d2", "random_dream"}
-GFO_CRITERIA = {"LossInit", "LossConverge", "MonteCarlo", "random", "Random"}
-
-
 def known_recipes() -> set[str]:
-    """Recipe names from ``harness.pruning`` when it is importable, else the design's list with the
-    YOCO suffix grammar (``_easy``/``_hard``, ``_balance``/``_imbalance``)."""
-    try:
-        from harness import pruning
+    """Every recipe name a cell can run: the pruning recipes with YOCO's suffixes, plus the shrink
+    aliases (YOCO's ``accumulated_margin``, ``ccs``) with theirs."""
+    from condensed.shrink import RULE_ALIASES
+    from harness.pruning import list_recipes
 
-        names = set(pruning.list_recipes(expanded=True))
-        try:
-            from condensed.shrink import RULE_ALIASES
-
-            names |= _suffixed(set(RULE_ALIASES))
-        except ImportError:
-            pass
-        return names
-    except (ImportError, AttributeError):
-        pass
-    return BASE_RECIPES | _suffixed(BASE_RECIPES)
-
-
-def _suffixed(names: set[str]) -> set[str]:
-    out = set()
-    for n in names:
-        for a in ("", "_easy", "_hard"):
-            for b in ("", "_balance", "_imbalance"):
-                out.add(n + a + b)
-    return out
+    suffixes = [a + b for a in ("", "_easy", "_hard") for b in ("", "_balance", "_imbalance")]
+    return set(list_recipes(expanded=True)) | {n + s for n in RULE_ALIASES for s in suffixes}
 
 
 def known_methods() -> set[str]:
-    try:
-        import adapters.condense as cm
+    """Condenser names (``dc``, ``dsa``, ``dm``, ``idc``), in any case."""
+    from adapters.condense import list_condensers
 
-        for attr in ("list_condensers", "list_methods"):
-            if hasattr(cm, attr):
-                names = set(getattr(cm, attr)())
-                if names:
-                    return names | {n.upper() for n in names} | {n.lower() for n in names}
-    except ImportError:
-        pass
-    base = {"dc", "dsa", "dm", "idc"}
-    return base | {n.upper() for n in base}
+    names = set(list_condensers())
+    return names | {n.upper() for n in names}
