@@ -1,17 +1,21 @@
-"""DDP path: two gloo CPU processes train on a tiny image folder; stats land index-aligned."""
+"""DDP path: two gloo CPU processes train on a tiny image folder; stats land index-aligned, a killed
+run resumes bit for bit, subset training reports the test accuracy, and the streamed coreset flow
+(torchrun) and its bench cell run end to end."""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
-from harness.bench.ddp import DDPConfig, _ToInput, spawn_local
+from harness.bench.ddp import DDPConfig, _Transform, spawn_local
 from harness.data import ImageFolderStream
 from harness.data.specs import IMAGENET_MEAN, IMAGENET_STD
 from harness.dynamics import STATS, Dynamics
+from harness.errors import ConfigError
 from harness.models import create_model
 from harness.train import seeded_model
 
@@ -46,11 +50,12 @@ def test_ddp_two_gloo_processes_gather_index_aligned_stats(tmp_path):
     assert ((stats["logit_margin"] > 0) == (stats["correct"] == 1)).all()
     assert np.allclose(stats["kl_prev"][1], 0.0, atol=1e-5)  # lr 0: the same model both epochs
     assert (dyn.labels == ds_labels(cfg.root)).all()
-    ds = ImageFolderStream(cfg.root, transform=_ToInput(12, IMAGENET_MEAN, IMAGENET_STD))
+    ds = ImageFolderStream(cfg.root)
+    tf = _Transform(12, IMAGENET_MEAN, IMAGENET_STD, "none", 0)
     model = seeded_model(lambda: create_model("convnet", num_classes=3, in_chans=3, img_size=12), 0)
     model.train()  # DDP records training-mode logits (instance norm: no running stats)
     with torch.no_grad():
-        x = torch.stack([ds[i][0] for i in range(n)])
+        x = torch.stack([tf(ds[i][0], 0, i) for i in range(n)])
         loss = torch.nn.functional.cross_entropy(model(x), ds.targets, reduction="none").numpy()
     np.testing.assert_allclose(stats["loss"][0], loss, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(stats["loss"][1], loss, rtol=1e-4, atol=1e-5)
@@ -59,3 +64,93 @@ def test_ddp_two_gloo_processes_gather_index_aligned_stats(tmp_path):
 
 def ds_labels(root) -> np.ndarray:
     return ImageFolderStream(root).targets.numpy()
+
+
+def _cfg(tmp_path, out, **kw):
+    base = dict(root=str(tmp_path / "imgs"), out=str(tmp_path / out), model="convnet", epochs=3, batch_size=4,
+                lr=0.05, weight_decay=5e-4, img_size=12, num_workers=0, seed=3, backend="gloo", augment="crop_flip")
+    return DDPConfig(**{**base, **kw})
+
+
+def test_ddp_killed_run_resumes_bit_identical(tmp_path):
+    _folder(tmp_path / "imgs")
+    full = _cfg(tmp_path, "full")
+    spawn_local(full)
+    cut = _cfg(tmp_path, "cut", num_workers=1)  # another worker count: the same numbers by construction
+    spawn_local(cut, stop_after=1)  # the "kill": one epoch done, then the processes exit
+    part = Dynamics.open(tmp_path / "cut")
+    assert part.epochs == 1 and not (tmp_path / "cut" / "result.json").exists()
+    spawn_local(cut)
+    a, b = Dynamics.open(tmp_path / "full"), Dynamics.open(tmp_path / "cut")
+    assert a.epochs == b.epochs == 3 and b.meta["finished"]
+    for s in STATS:
+        np.testing.assert_array_equal(np.asarray(a.stat(s)), np.asarray(b.stat(s)), err_msg=s)
+    ra = json.loads((tmp_path / "full" / "result.json").read_text())
+    rb = json.loads((tmp_path / "cut" / "result.json").read_text())
+    assert ra["last_epoch_train_acc"] == rb["last_epoch_train_acc"]
+    ca = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["model"]
+    cb = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(ca[k], cb[k]) for k in ca)
+
+
+def test_ddp_subset_training_reports_final_test_accuracy(tmp_path):
+    _folder(tmp_path / "imgs")
+    _folder(tmp_path / "val", per_class=4)
+    kept = np.array([0, 2, 3, 7, 9, 14, 15, 20])
+    np.save(tmp_path / "kept.npy", kept)
+    cfg = _cfg(tmp_path, "sub", record=False, subset=str(tmp_path / "kept.npy"), test_root=str(tmp_path / "val"),
+               epochs=2)
+    spawn_local(cfg)
+    res = json.loads((tmp_path / "sub" / "result.json").read_text())
+    assert res["n_train"] == kept.size and res["n_folder"] == 21 and res["n_test"] == 12
+    assert not (tmp_path / "sub" / "meta.json").exists()  # record=False: no dynamics written
+    # the reported accuracy is the final model's, recomputed here in one process
+    state = torch.load(tmp_path / "sub" / "checkpoint.pt", weights_only=True)["model"]
+    model = create_model("convnet", num_classes=3, in_chans=3, img_size=12)
+    model.load_state_dict(state)
+    model.eval()
+    test = ImageFolderStream(tmp_path / "val")
+    tf = _Transform(12, IMAGENET_MEAN, IMAGENET_STD, "eval", 0)
+    with torch.no_grad():
+        pred = model(torch.stack([tf(test[i][0], 0, i) for i in range(len(test))])).argmax(1)
+    correct = int((pred == test.targets).sum())
+    assert res["test_correct"] == correct
+    assert res["test_accuracy"] == 100.0 * correct / 12
+
+
+def test_ddp_config_refuses_recording_a_subset(tmp_path):
+    with pytest.raises(ConfigError, match="record"):
+        _cfg(tmp_path, "x", subset="kept.npy")
+    with pytest.raises(ConfigError, match="augment"):
+        _cfg(tmp_path, "x", augment="dsa")
+
+
+def test_streamed_coreset_cell_runs_dynamics_select_and_train_under_torchrun(tmp_path):
+    from harness.bench.adapters import run_coreset_cell
+    from harness.bench.cells import RunContext
+    from harness.dynamics import Dynamics as Dyn
+    from harness.pruning.recipes import parse_recipe, select_with_recipe
+    from harness.pruning.select import Budget
+
+    root = tmp_path / "data"
+    _folder(root / "imagenet" / "train", per_class=8)
+    _folder(root / "imagenet" / "val", per_class=3)
+    cfg = {"kind": "coreset", "dataset": "imagenet", "recipe": "el2n", "prune_rate": 0.5, "protocol": "ccs",
+           "protocol_overrides": {"epochs": 1, "batch_size": 4}, "dynamics_protocol": "ccs", "dynamics_epochs": 2,
+           "model": "convnet", "seed": 0, "nproc": 2, "num_workers": 0, "img_size": 16}
+    ctx = RunContext(data_root=str(root), artifacts_dir=str(tmp_path / "art"))
+    with pytest.raises(ConfigError, match="batch_size"):  # the global batch must split over the processes
+        run_coreset_cell(None, {**cfg, "protocol_overrides": {"epochs": 1, "batch_size": 3}}, ctx)
+    res = run_coreset_cell(None, {**cfg, "protocol_overrides": {"epochs": 1, "batch_size": 4}}, ctx)
+    info = res.extra
+    assert info["n_train"] == 24 and info["n_kept"] == 12 and sum(info["class_counts"]) == 12
+    assert len(res.accuracies) == 1 and 0 <= res.accuracies[0] <= 100
+    dyn = Dyn.open(info["dynamics_dir"])
+    assert dyn.epochs == 2 and dyn.meta["config"]["world_size"] == 2
+    kept = select_with_recipe(parse_recipe("el2n"), dyn, dyn.labels, Budget.prune_rate(0.5), seed=0, num_classes=3)
+    out = next((tmp_path / "art" / "coreset" / "coreset").iterdir())
+    np.testing.assert_array_equal(np.load(out / "kept.npy"), kept)
+    stamp = (out / "run0" / "result.json").stat().st_mtime_ns
+    again = run_coreset_cell(None, cfg, ctx)  # finished runs are reused, not retrained
+    assert again.accuracies == res.accuracies
+    assert (out / "run0" / "result.json").stat().st_mtime_ns == stamp

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +57,18 @@ def _budget(cfg: dict[str, Any]):
 
 
 def run_coreset_cell(run_coreset: Any, cfg: dict[str, Any], ctx: RunContext) -> KindResult:
+    """Coreset flow for one cell: in memory, or on streamed image folders under DDP when the dataset is
+    a streaming one (ImageNet at full scale; ``nproc`` / ``num_workers`` / ``img_size`` from the cell)."""
+    from harness.data import get_spec
+
     ds = scaled_dataset(cfg, ctx)
     params = dict(cfg.get("params") or {})
     params.pop("iterations", None)
+    if get_spec(ds).streaming:
+        from harness.pruning.stream_coreset import run_coreset_streaming
+
+        run_coreset = partial(run_coreset_streaming, nproc=cfg.get("nproc"), num_workers=int(cfg.get("num_workers", 4)),
+                              img_size=cfg.get("img_size"))
     report = run_coreset(
         ds, cfg["recipe"], _budget(cfg), data_root=ctx.data_root, protocol_dynamics=cfg.get("dynamics_protocol",
                                                                                               cfg["protocol"]),

@@ -11,9 +11,9 @@ from harness.data.specs import (
     register_dataset,
     resolve_root,
 )
-from harness.data.stream import ImageFolderStream
+from harness.data.stream import ImageFolderStream, stream_folders
 
 __all__ = [
     "DATASETS", "DatasetSpec", "ImageFolderStream", "LabeledImages", "SPACES", "get_spec",
-    "list_datasets", "load_dataset", "read_classlist", "register_dataset", "resolve_root",
+    "list_datasets", "load_dataset", "read_classlist", "register_dataset", "resolve_root", "stream_folders",
 ]

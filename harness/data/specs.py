@@ -43,6 +43,8 @@ class DatasetSpec:
     splits: tuple[str, ...] = ("train", "test")
     embedded: bool = False  # ships inside a Python package; needs no files
     streaming: bool = False  # too large for memory at full size; stream with ImageFolderStream
+    folder: str = ""  # image-folder tree under the data root ({train,val}/<class>/...) that can be streamed
+    classlist: str = ""  # the classes of ``folder`` this dataset uses ("" = every class folder)
     note: str = ""
 
     @property
@@ -171,13 +173,14 @@ def _register_defaults() -> None:
     register_dataset(DatasetSpec(
         "imagenet", 1000, 3, (224, 224), IMAGENET_MEAN, IMAGENET_STD,
         partial(_imagenet_reader, classlist=None, size=(224, 224)), im_layout,
-        splits=("train", "val", "test"), streaming=True))
+        splits=("train", "val", "test"), streaming=True, folder="imagenet"))
     for sub in ("imagenette", "imagewoof"):
         for res in (32, 64, 128):
             register_dataset(DatasetSpec(
                 f"{sub}-{res}", 10, 3, (res, res), IMAGENET_MEAN, IMAGENET_STD,
                 partial(_imagenet_reader, classlist=sub, size=(res, res)), im_layout,
-                splits=("train", "val", "test"), note=f"ImageNet classes of {sub}, resized to {res}px"))
+                splits=("train", "val", "test"), folder="imagenet", classlist=sub,
+                note=f"ImageNet classes of {sub}, resized to {res}px"))
 
 
 def _imagenet_reader(root: Path, split: str, download: bool, *, classlist: str | None,

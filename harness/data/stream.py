@@ -44,3 +44,23 @@ class ImageFolderStream(Dataset):
         if self.transform is not None:
             img = self.transform(img)
         return img, label, index
+
+
+def stream_folders(name: str, data_root: str | Path | None = None) -> tuple[Path, Path, str]:
+    """``(train_dir, test_dir, classlist)`` of a registered dataset that has image folders (``spec.folder``).
+
+    The test folder is ``val`` (ImageNet's labelled split, sorted into class folders).
+    """
+    from harness.data.specs import DATASETS, get_spec, resolve_root
+    from harness.errors import ConfigError
+
+    spec = get_spec(name)
+    if not spec.folder:
+        have = [n for n in DATASETS.names() if get_spec(n).folder]
+        raise ConfigError(f"dataset {name!r} has no image folders to stream (these do: {', '.join(have)})")
+    base = resolve_root(data_root) / spec.folder
+    train, test = base / "train", base / "val"
+    for d in (train, test):
+        if not d.is_dir():
+            raise DatasetNotFoundError(f"{d}: not found. Expected layout: {spec.layout}")
+    return train, test, spec.classlist

@@ -84,6 +84,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", default="runs")
     p.add_argument("--out", default=None, help="write the result JSON here")
+    g = p.add_argument_group("streamed datasets (imagenet): DDP under torchrun")
+    g.add_argument("--nproc", type=int, default=None, help="processes (default: the GPUs, else 1)")
+    g.add_argument("--num-workers", type=int, default=4, help="DataLoader workers per process")
+    g.add_argument("--img-size", type=int, default=None, help="training resolution (default: the dataset's)")
     common_data_args(p)
     p.set_defaults(func=cmd_coreset)
 
@@ -172,8 +176,16 @@ def cmd_select(args: argparse.Namespace) -> int:
 
 
 def cmd_coreset(args: argparse.Namespace) -> int:
+    from functools import partial
+
+    from harness.data import get_spec
     from harness.pruning.coreset import run_coreset
 
+    if get_spec(args.dataset).streaming:
+        from harness.pruning.stream_coreset import run_coreset_streaming
+
+        run_coreset = partial(run_coreset_streaming, nproc=args.nproc, num_workers=args.num_workers,
+                              img_size=args.img_size)
     report = run_coreset(args.dataset, args.recipe, _budget(args), data_root=args.data_root,
                          protocol_dynamics=args.protocol_dynamics, protocol_train=args.protocol_train,
                          seed=args.seed, workdir=args.workdir, device=args.device, model=args.model,

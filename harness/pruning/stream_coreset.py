@@ -1,0 +1,152 @@
+"""The coreset-baseline flow on streamed image folders (ImageNet scale), data-parallel.
+
+Same steps and report as :func:`harness.pruning.coreset.run_coreset`, but nothing is loaded into memory:
+
+``dynamics: torchrun -m harness.bench.ddp (whole train folder, per-sample stats gathered from every rank)
+-> score -> select -> torchrun -m harness.bench.ddp --subset kept.npy --test-root val (per run) -> report``.
+
+One process per GPU (NCCL) when CUDA is present, else ``nproc`` CPU processes (gloo). The protocol's
+batch size is the global batch (split evenly over the ranks). Each DDP run checkpoints every epoch and
+resumes after a kill; finished runs are reused (their ``result.json`` records the config).
+
+Layout under ``workdir``::
+
+    dynamics/<hash>/             the DDP dynamics run (docs/dynamics.md) + checkpoint.pt + result.json
+    coreset/<hash>/              scores.npy, kept.npy, result.json (the report)
+    coreset/<hash>/run<r>/       the r-th model trained on the kept images (seed + r)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.errors import ConfigError
+
+
+def ddp_config(protocol: Any, *, root: Path, out: Path, img_size: int, nproc: int, seed: int, backend: str,
+               num_workers: int, classlist: str = "", augment: str | None = None, record: bool = True,
+               subset: str = "", test_root: str = "") -> Any:
+    """The :class:`harness.bench.ddp.DDPConfig` that runs ``protocol`` on ``nproc`` ranks.
+
+    ``crop_flip`` protocols use ``augment`` (default: ``rrc_flip`` at >= 64 px, the ImageNet recipe;
+    ``crop_flip`` below). Protocol features the streamed trainer does not have are refused, not ignored.
+    """
+    from harness.bench.ddp import SCHEDULES, DDPConfig
+
+    p = protocol
+    if p.schedule not in SCHEDULES:
+        raise ConfigError(f"protocol {p.name}: schedule {p.schedule!r} is not supported on streamed data "
+                          f"({', '.join(SCHEDULES)})")
+    unsupported = {"augment dsa/dc": p.augment in ("dsa", "dc"), "cutmix": p.cutmix_p > 0,
+                   f"loss {p.loss}": p.loss != "ce", f"precision {p.precision}": p.precision != "fp32"}
+    bad = [k for k, v in unsupported.items() if v]
+    if bad:
+        raise ConfigError(f"protocol {p.name}: {', '.join(bad)} not supported on streamed data")
+    if p.batch_size % nproc:
+        raise ConfigError(f"protocol {p.name}: batch_size {p.batch_size} does not split over {nproc} processes")
+    aug = "none" if p.augment == "none" else (augment or ("rrc_flip" if img_size >= 64 else "crop_flip"))
+    return DDPConfig(root=str(root), out=str(out), model=p.model, epochs=p.total_epochs,
+                     batch_size=p.batch_size // nproc, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay,
+                     nesterov=p.nesterov, schedule=p.schedule, eta_min=p.eta_min, augment=aug, img_size=img_size,
+                     num_workers=num_workers, seed=seed, backend=backend, classlist=classlist, record=record,
+                     subset=subset, test_root=test_root)
+
+
+def _key(cfg: Any, nproc: int) -> dict[str, Any]:
+    """What decides a DDP run's numbers (not where it writes, nor how many loader workers it uses)."""
+    d = asdict(cfg)
+    for k in ("out", "num_workers", "root", "test_root", "subset"):
+        d.pop(k)
+    return {**d, "nproc": nproc}
+
+
+def run_coreset_streaming(dataset: str, recipe: str, budget: Any, *, data_root: str | Path | None = None,
+                          protocol_dynamics: str = "ccs", protocol_train: str = "ccs", seed: int = 0,
+                          workdir: str | Path = "runs", model: str | None = None,
+                          epochs_dynamics: int | None = None, epochs_train: int | None = None,
+                          runs: int | None = None, dynamics_overrides: dict | None = None,
+                          train_overrides: dict | None = None, score_params: dict | None = None,
+                          rule_opts: dict | None = None, nproc: int | None = None, num_workers: int = 4,
+                          img_size: int | None = None, augment: str | None = None,
+                          progress: Callable[[str], None] | None = None, **_: Any) -> dict[str, Any]:
+    """Run the coreset flow on a streamed dataset; returns (and writes) the same report as ``run_coreset``.
+
+    ``nproc``: processes (default: the number of GPUs, else 1). ``img_size``: the training resolution
+    (default: the dataset's, 224 for ImageNet).
+    """
+    import torch
+
+    from harness.bench.ddp import launch
+    from harness.data import get_spec
+    from harness.data.stream import stream_folders
+    from harness.dynamics import Dynamics, config_hash
+    from harness.io import atomic_write_json
+    from harness.pruning.recipes import parse_recipe, recipe_scores, select_with_recipe
+    from harness.pruning.scores import save_scores
+    from harness.pruning.select import save_kept
+    from harness.train import get_protocol
+
+    say = progress or (lambda msg: None)
+    r = parse_recipe(recipe)
+    if score_params or rule_opts:
+        r = r.with_(score_params=score_params, rule_opts=rule_opts)
+    if r.rule == "kmeans":
+        raise ConfigError(f"recipe {r.name}: feature-based rules (k-means) are not available on streamed data")
+    train_dir, test_dir, classlist = stream_folders(dataset, data_root)
+    cuda = torch.cuda.is_available()
+    nproc = int(nproc or (torch.cuda.device_count() if cuda else 1))
+    backend = "nccl" if cuda else "gloo"
+    size = int(img_size or get_spec(dataset).size[0])
+    dov, tov = dict(dynamics_overrides or {}), dict(train_overrides or {})
+    if epochs_dynamics is not None:
+        dov["epochs"] = epochs_dynamics
+    if epochs_train is not None:
+        tov["epochs"] = epochs_train
+    if model is not None:
+        dov.setdefault("model", model)
+        tov.setdefault("model", model)
+    p_dyn = get_protocol(protocol_dynamics, dataset, **dov)
+    p_train = get_protocol(protocol_train, dataset, **tov)
+    common = {"img_size": size, "nproc": nproc, "backend": backend, "num_workers": num_workers,
+              "classlist": classlist, "augment": augment}
+    workdir = Path(workdir)
+
+    probe = ddp_config(p_dyn, root=train_dir, out=Path("."), seed=seed, **common)
+    dyn_key = config_hash({"dataset": dataset, **_key(probe, nproc)})
+    dyn_dir = workdir / "dynamics" / dyn_key
+    say(f"dynamics ({nproc} x {backend}): {p_dyn.describe()} -> {dyn_dir}")
+    launch(ddp_config(p_dyn, root=train_dir, out=dyn_dir, seed=seed, **common), nproc)
+    dyn = Dynamics.open(dyn_dir)
+    k = len(dyn.meta["config"]["classes"])
+    scores = recipe_scores(r, dyn)
+    kept = select_with_recipe(r, dyn if r.score else None, dyn.labels, budget, seed=seed, num_classes=k)
+
+    n_runs = int(runs or p_train.runs)
+    train_probe = ddp_config(p_train, root=train_dir, out=Path("."), seed=seed, record=False, subset="x", **common)
+    run_cfg = {"dynamics": dyn_key, "recipe": r.describe(), "budget": [budget.kind, budget.value], "seed": seed,
+               "train": _key(train_probe, nproc), "runs": n_runs}
+    out_dir = workdir / "coreset" / config_hash(run_cfg)
+    if scores is not None:
+        save_scores(out_dir / "scores.npy", scores)
+    save_kept(out_dir / "kept.npy", kept)
+    accs = []
+    for i in range(n_runs):
+        say(f"train run {i + 1}/{n_runs} on {len(kept)}/{dyn.n}: {p_train.describe()}")
+        cfg = ddp_config(p_train, root=train_dir, out=out_dir / f"run{i}", seed=seed + i, record=False,
+                         subset=str((out_dir / "kept.npy").resolve()), test_root=str(test_dir), **common)
+        accs.append(float(launch(cfg, nproc)["test_accuracy"]))
+    a = np.asarray(accs)
+    hist = np.bincount(dyn.labels[kept], minlength=k).tolist()
+    report = {"dataset": dataset, "recipe": r.name, "recipe_detail": r.describe(), "budget": str(budget),
+              "n_train": dyn.n, "n_kept": int(kept.size), "class_counts": hist, "seed": seed,
+              "protocol_dynamics": p_dyn.describe(), "protocol_train": p_train.describe(),
+              "dynamics_dir": str(dyn_dir), "out_dir": str(out_dir), "accuracies": accs,
+              "mean": float(a.mean()), "std": float(a.std()), "streaming": True, "world_size": nproc,
+              "backend": backend, "img_size": size}
+    atomic_write_json(out_dir / "result.json", report)
+    return report
