@@ -190,3 +190,63 @@ def test_bench_recorder_on_batch(benchmark):
 
     benchmark.pedantic(run, rounds=1, iterations=1, warmup_rounds=0)
     benchmark.extra_info.update(per_step_s=benchmark.stats.stats.mean / math.ceil(n / batch), samples=n, batch=batch)
+
+
+# --- end to end on a real condensed set, equal accuracy (opt-in: ~20 min on 2 CPU cores) -------------
+REAL_EPOCHS = int(os.environ.get("DDBENCH_BENCH_REAL_EPOCHS", "300"))
+REAL_CASES = [("reference", None, False), ("ours-fp32", "fp32", False), ("ours-bf16", "bf16", False),
+              ("ours-bf16-compile-cold", "bf16", True), ("ours-bf16-compile-warm", "bf16", True)]
+
+
+@pytest.fixture(scope="module")
+def dc_cifar10():
+    """The published DC CIFAR-10 IPC-10 set (VICO file) and the JPEG CIFAR-10 test split from ../shared/data."""
+    if os.environ.get("DDBENCH_BENCH_REAL") != "1":
+        pytest.skip("set DDBENCH_BENCH_REAL=1 (end-to-end real-set benchmark, ~20 min on 2 cores)")
+    from pathlib import Path
+
+    from adapters.loaders import load_published
+    from condensed.prepare import prepare_for_eval
+    from harness.data import load_dataset
+
+    root = Path(os.environ.get("DDBENCH_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+    f = root / "condensed" / "vico-dc" / "res_DC_CIFAR10_ConvNet_10ipc.pt"
+    if not f.is_file():
+        pytest.skip(f"{f} not found")
+    cs = load_published("vico", f)[0]
+    train, _ = prepare_for_eval(cs, "cifar10-jpeg75", root)
+    return train, load_dataset("cifar10-jpeg75", "test", data_root=root)
+
+
+@pytest.mark.parametrize("evaluator,precision,compile_", REAL_CASES, ids=[c[0] for c in REAL_CASES])
+def test_bench_real_dc_cifar10(benchmark, dc_cifar10, evaluator, precision, compile_, tmp_path_factory):
+    """A whole cell on real data: DC CIFAR-10 IPC 10 (published), ``vico-dc`` (ConvNet-3, 300+1 epochs,
+    no augmentation: the reference protocol for CIFAR-10), K = 10 runs, scored on the 10,000-image JPEG
+    test split. Time and accuracy of each evaluator in one process.
+
+    ``-cold`` starts from an empty inductor cache and a reset dynamo (what the first cell on a fresh
+    machine pays, compile included); ``-warm`` runs right after it (every later cell in the process,
+    and, through inductor's disk cache, every later process: ~2 s).
+    """
+    if precision == "bf16" and not bf16_supported(torch.device("cpu")):
+        pytest.skip("this CPU has no native bf16 (AVX512-BF16/AMX)")
+    train, test = dc_cifar10
+    p = get_protocol("vico-dc", "cifar10", epochs=REAL_EPOCHS)
+    benchmark.group = f"DC CIFAR-10 IPC10 vico-dc {p.total_epochs}ep K{K}"
+    if evaluator.endswith("-cold"):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path_factory.mktemp("inductor-cold"))
+        torch._dynamo.reset()
+    if evaluator == "reference":
+        def run():
+            return evaluate_reference(train, test, p, runs=K, seed=0)
+    else:
+        def run():
+            return evaluate_fast(train, test, p, runs=K, seed=0, path="sequential", precision=precision,
+                                 compile=compile_)
+    result = benchmark.pedantic(run, rounds=1, iterations=1, warmup_rounds=0)
+    seconds = benchmark.stats.stats.mean
+    steps = K * math.ceil(len(train) / p.batch_size) * p.total_epochs
+    benchmark.extra_info.update(evaluator=evaluator, runs=K, epochs=p.total_epochs, n_train=len(train),
+                                n_test=len(test), threads=torch.get_num_threads(), per_step_s=seconds / steps,
+                                mean_acc=result.mean, std_acc=result.std, accuracies=list(result.accuracies))
+    assert len(result.accuracies) == K

@@ -78,7 +78,7 @@ def resolve_rule(name: str):
     """The :class:`harness.pruning.recipes.Recipe` for a shrink rule (YOCO suffix grammar)."""
     from harness.pruning.recipes import parse_recipe
 
-    if name != "ccs_yoco":
+    if name != "ccs_yoco" and not name.startswith("ccs_yoco_"):
         for alias in sorted(RULE_ALIASES, key=len, reverse=True):  # YOCO's names, with any suffixes
             if name == alias or name.startswith(alias + "_"):
                 name = RULE_ALIASES[alias] + name[len(alias):]

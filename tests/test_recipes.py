@@ -83,6 +83,20 @@ def test_ccs_recipe_cuts_lowest_aum_automatically():
     assert np.array_equal(kept, select_with_recipe("ccs", d, None, Budget.prune_rate(0.9), seed=0))
 
 
+def test_ccs_balance_suffix_selects_per_class():
+    # YOCO Table 5 compares balanced and imbalanced forms of every method, CCS included
+    assert parse_recipe("ccs_balance").balance and parse_recipe("ccs_yoco_balance").balance
+    assert not parse_recipe("ccs_yoco_imbalance").balance
+    # class 1 holds all the hard (high-EL2N) samples: the global ccs_yoco cut-off empties it, per class it can't
+    el2n = np.array([[0.1, 0.2, 0.3, 0.4, 0.9, 0.8, 0.7, 0.6]], np.float32)
+    d = Dynamics.from_arrays(np.array([0, 0, 0, 0, 1, 1, 1, 1]), 2, el2n=el2n)
+    opts = {"cutoff_ratio": 0.5}
+    glob = select_with_recipe("ccs_yoco", d, None, Budget.keep_fraction(0.5), seed=0, **opts)
+    per = select_with_recipe("ccs_yoco_balance", d, None, Budget.keep_fraction(0.5), seed=0, **opts)
+    np.testing.assert_array_equal(glob, [0, 1, 2, 3])
+    np.testing.assert_array_equal(per, [0, 1, 6, 7])  # each class drops its 2 highest, keeps the other 2
+
+
 def test_dual_recipe_beta_sampling_from_dynamics():
     rng = np.random.default_rng(1)
     n = 200

@@ -104,6 +104,26 @@ def test_ccs_hard_cutoff_by_other_key():
         stratified(scores, y, Budget.count(9), seed=0, cutoff_ratio=0.2)
 
 
+def test_ccs_balanced_runs_inside_each_class():
+    # class 0: idx 0-5, scores 0.0 .. 0.5; class 1: idx 6-9, scores 0.9 0.8 0.7 0.6 (high = hard)
+    scores = np.array([0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.9, 0.8, 0.7, 0.6])
+    y = np.array([0] * 6 + [1] * 4)
+    # cut-off 0.5 per class: class 0 drops int(3.0)=3 hardest (idx 5, 4, 3), keeps floor(0.5*6)=3 -> 0 1 2;
+    # class 1 drops int(2.0)=2 (idx 6, 7), keeps floor(0.5*4)=2 -> 8 9
+    kept = stratified(scores, y, Budget.keep_fraction(0.5), seed=0, strata=2, cutoff_ratio=0.5, within="first",
+                      balance=True)
+    np.testing.assert_array_equal(kept, [0, 1, 2, 8, 9])
+    # globally the same cut-off removes the 5 hardest (all of class 1 and idx 5)
+    glob = stratified(scores, y, Budget.keep_fraction(0.5), seed=0, strata=2, cutoff_ratio=0.5, within="first")
+    np.testing.assert_array_equal(glob, [0, 1, 2, 3, 4])
+    # no cut-off, 2 per class, 2 strata per class: class 0 bins {0,1,2} {3,4,5} -> first of each: 0, 3;
+    # class 1 over [0.6, 0.90009]: bins {8, 9} {6, 7} -> 8, 6
+    kept = stratified(scores, y, Budget.count(4), seed=0, strata=2, within="first", balance=True)
+    np.testing.assert_array_equal(kept, [0, 3, 6, 8])
+    with pytest.raises(ConfigError, match="in class 1"):
+        stratified(scores, y, Budget.ipc(3), seed=0, strata=2, cutoff_ratio=0.5, balance=True)
+
+
 def test_strata_negative_max_keeps_top_sample():
     scores = np.array([-5.0, -3.0, -1.0])  # 1.0001 * max < max here; CCS would lose the -1.0 sample
     kept = stratified(scores, np.zeros(3, np.int64), Budget.count(3), seed=0, strata=50)

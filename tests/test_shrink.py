@@ -60,6 +60,9 @@ def test_rule_table_and_defaults():
     assert resolve_rule("yoco").balance and resolve_rule("yoco").keep == "easy"
     assert resolve_rule("el2n").keep == "hard" and not resolve_rule("el2n").balance
     assert resolve_rule("ccs").name == "ccs_yoco"
+    assert resolve_rule("ccs_balance").name == "ccs_yoco_balance" and resolve_rule("ccs_balance").balance
+    assert resolve_rule("ccs_yoco_balance").name == "ccs_yoco_balance"
+    assert not resolve_rule("ccs_imbalance").balance
     assert resolve_rule("random_balance").balance
     for name in ("random", "ssp", "entropy", "aum", "forgetting", "el2n", "ccs", "yoco", "aum_easy",
                  "forgetting_hard_balance", "el2n_easy_imbalance", "ssp_balance"):

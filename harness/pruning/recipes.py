@@ -2,7 +2,7 @@
 
 ``parse_recipe("forgetting_easy_balance")`` = base recipe ``forgetting`` with ``_easy`` (keep the easy
 end) and ``_balance`` (select per class). Suffixes: ``_hard``/``_easy`` (rank recipes only),
-``_balance``/``_imbalance`` (random, rank and ssp recipes). GoldFromOres criteria name the end that is
+``_balance``/``_imbalance`` (random, rank, ssp and ccs recipes). GoldFromOres criteria name the end that is
 DROPPED, ranking within each class: ``LossInit_large`` drops the largest early losses (keeps the small
 end), ``LossConverge_small`` drops the smallest converged losses.
 
@@ -17,8 +17,10 @@ Defaults follow the reference code (``shared/reference/pruning-scores.md`` §2 "
 ``loss``                  last-epoch loss, keep hard, imbalanced
 ``ssp``                   k-means prototypes, one global k-means (``ssp_balance``: per class)
 ``ccs``                   CCS: strata on AUM, cut-off of the lowest-AUM samples (cutoff_ratio
-                          from the CCS README: 0.3 at >= 90 % pruning, 0.2 at >= 80 %, else 0)
+                          from the CCS README: 0.3 at >= 90 % pruning, 0.2 at >= 80 %, else 0);
+                          ``ccs_balance``: the same inside each class
 ``ccs_yoco``              YOCO's CCS: strata on EL2N, cut-off of the highest EL2N, first-k in strata
+                          (``ccs_yoco_balance``: per class, YOCO Table 5)
 ``tdds``                  TDDS (T 30, J 10, beta 0.9; README example), keep the highest
 ``dual``                  DUAL (T 30, J 10) with Beta sampling, c_d 4 (CIFAR README)
 ``dynunc``                Dyn-Unc over all epochs, keep the highest
@@ -103,9 +105,9 @@ for _r in (
            doc="YOCO: LBPE top-10 epochs, keep the easy end per class"),
     Recipe("lbpe", "lbpe", "rank", keep="easy", balance=True, score_params={"k": 10}, doc="alias of yoco"),
     Recipe("ssp", None, "kmeans", suffixes=_BAL, doc="k-means prototypes on features (YOCO's SSP)"),
-    Recipe("ccs", "aum", "stratified", suffixes=(), rule_opts={"cutoff_ratio": "auto", "cutoff_score": "aum"},
+    Recipe("ccs", "aum", "stratified", suffixes=_BAL, rule_opts={"cutoff_ratio": "auto", "cutoff_score": "aum"},
            doc="CCS: 50 strata on AUM after cutting the lowest-AUM samples"),
-    Recipe("ccs_yoco", "el2n", "stratified", suffixes=(),
+    Recipe("ccs_yoco", "el2n", "stratified", suffixes=_BAL,
            rule_opts={"cutoff_ratio": 0.0, "within": "first", "cutoff_score": "el2n"},
            doc="YOCO's CCS: strata on EL2N, cut-off of the highest EL2N (set cutoff_ratio), first-k in strata"),
     Recipe("dual", "dual", "beta", suffixes=(), score_params={"T": 30, "J": 10}, rule_opts={"c_d": 4.0},
@@ -210,6 +212,7 @@ def select_with_recipe(recipe: str | Recipe, dyn_or_scores, labels, budget: R.Bu
             opts.setdefault("features", features)
     elif r.rule == "stratified":
         opts.setdefault("direction", r.direction)
+        opts.setdefault("balance", r.balance)
         key = opts.pop("cutoff_score", None)
         if opts.get("cutoff_ratio") == "auto":
             n = labels.size

@@ -246,10 +246,32 @@ def bin_allocate(budget: int, sizes: np.ndarray) -> np.ndarray:
     return out
 
 
+def _stratified_one(idx: np.ndarray, scores: np.ndarray, hard_cut: np.ndarray | None, k: int, n_cut: int,
+                    strata: int, within: str, rng: np.random.Generator, where: str) -> np.ndarray:
+    """Steps 1-4 of :func:`stratified` on the samples ``idx`` (all of them, or one class)."""
+    keep_mask = np.ones(idx.size, bool)
+    if n_cut:
+        keep_mask[_top(hard_cut, np.arange(idx.size), n_cut)] = False
+    pool = idx[keep_mask]
+    if k > pool.size:
+        raise ConfigError(f"budget keeps {k}{where} but only {pool.size} samples remain after the cut-off of {n_cut}")
+    if k == 0:
+        return pool[:0]
+    edges = strata_edges(scores[pool], strata)
+    bins = stratum_of(scores[pool], edges)
+    alloc = bin_allocate(k, np.bincount(bins, minlength=strata))
+    out = []
+    for b in range(strata):
+        if alloc[b]:
+            members = pool[bins == b]
+            out.append(rng.permutation(members)[: alloc[b]] if within == "random" else members[: alloc[b]])
+    return np.concatenate(out)
+
+
 @register_rule("stratified")
 def stratified(scores, labels, budget: Budget, *, seed: int, direction: str = "high_hard", strata: int = 50,
                cutoff_ratio: float = 0.0, cutoff_scores=None, cutoff_direction: str | None = None,
-               within: str = "random", num_classes: int | None = None) -> np.ndarray:
+               within: str = "random", balance: bool = False, num_classes: int | None = None) -> np.ndarray:
     """CCS coverage-centric selection.
 
     1. Hard cut-off: drop the int(cutoff_ratio * N) hardest samples by ``cutoff_scores`` (default:
@@ -259,36 +281,30 @@ def stratified(scores, labels, budget: Budget, *, seed: int, direction: str = "h
     3. Budget (of all N, CCS ``int(ratio*N)``) split by :func:`bin_allocate`.
     4. Inside each stratum: uniform random (``within="random"``, CCS) or the first k by index
        (``"first"``, YOCO's default).
+
+    ``balance`` (YOCO's ``ccs_balance``): steps 1-4 inside each class, with the class's share of the
+    budget (:meth:`Budget.per_class`) and int(cutoff_ratio * n_c) cut per class.
     """
     scores, labels, nc = _check(scores, labels, num_classes)
     n = labels.size
-    k = budget.total(n, nc)
     if not 0 <= cutoff_ratio < 1:
         raise ConfigError(f"cutoff_ratio {cutoff_ratio} must be in [0, 1)")
     if within not in ("random", "first"):
         raise ConfigError(f"within={within!r}, expected 'random' or 'first'")
-    keep_mask = np.ones(n, bool)
-    n_cut = int(cutoff_ratio * n)
-    if n_cut:
-        cs = scores if cutoff_scores is None else _check(cutoff_scores, labels, nc)[0]
-        h = hardness(cs, cutoff_direction or direction)
-        keep_mask[_top(h, np.arange(n), n_cut)] = False
-    pool = np.flatnonzero(keep_mask)
-    if k > pool.size:
-        raise ConfigError(f"budget {budget} keeps {k} but only {pool.size} samples remain after the "
-                          f"cut-off of {n_cut} ({cutoff_ratio:g} of {n})")
-    edges = strata_edges(scores[pool], strata)
-    bins = stratum_of(scores[pool], edges)
-    sizes = np.bincount(bins, minlength=strata)
-    alloc = bin_allocate(k, sizes)
+    cs = scores if cutoff_scores is None else _check(cutoff_scores, labels, nc)[0]
+    h = hardness(cs, cutoff_direction or direction)
     rng = np.random.default_rng(seed)
+    if not balance:
+        idx = np.arange(n)
+        out = _stratified_one(idx, scores, h, budget.total(n, nc), int(cutoff_ratio * n), strata, within, rng,
+                              f" ({budget})")
+        return np.sort(out).astype(np.int64)
+    per = budget.per_class(np.bincount(labels, minlength=nc))
     out = []
-    for b in range(strata):
-        members = pool[bins == b]
-        if alloc[b] == 0:
-            continue
-        chosen = rng.permutation(members)[: alloc[b]] if within == "random" else members[: alloc[b]]
-        out.append(chosen)
+    for c in range(nc):
+        idx = np.flatnonzero(labels == c)
+        out.append(_stratified_one(idx, scores, h[idx], int(per[c]), int(cutoff_ratio * idx.size), strata, within,
+                                   rng, f" in class {c} ({budget})"))
     return np.sort(np.concatenate(out)).astype(np.int64)
 
 
