@@ -130,5 +130,6 @@ def evaluate_fast(
             cb = (lambda e, t, r=r: progress(r, e, t)) if progress else None
             net = torch.compile(model) if compile else model  # shares the parameters; dynamo reuses its graph
             Trainer(net, protocol, seed=s, progress=cb).fit(x_train, targets, labels=labels)
-            accs.append(accuracy(model, x_test, test.labels, protocol.test_batch, precision))
+            # the compiled model also runs the test pass (an inference graph: ~2x over eager bf16 on CPU)
+            accs.append(accuracy(net, x_test, test.labels, protocol.test_batch, precision))
     return EvalResult(tuple(accs), tuple(seeds), protocol.as_dict(), protocol.model, len(train), extra)

@@ -315,12 +315,12 @@ class Trainer:
 
 @torch.inference_mode()
 def predict(model: nn.Module, images: torch.Tensor, batch: int = 1000, precision: str = "fp32") -> torch.Tensor:
-    """Logits for ``images`` in eval mode, batched."""
+    """Logits for ``images`` in eval mode, batched, without autograd."""
     model.eval()
     dev = next(model.parameters()).device
     ctx = torch.autocast(dev.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
     outs = []
-    with ctx:
+    with torch.inference_mode(), ctx:
         for s in range(0, images.shape[0], batch):
             outs.append(model(images[s:s + batch].to(dev, non_blocking=True)).float())
     return torch.cat(outs)
