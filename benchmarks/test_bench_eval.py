@@ -75,7 +75,8 @@ def _record(benchmark, result, ipc: int, evaluator: str) -> None:
         precision=result.protocol.get("precision", "fp32"))
 
 
-CASES = [("reference", None, "sequential"), ("ours-fp32", "fp32", "auto"), ("ours-bf16", "bf16", "auto")]
+CASES = [("reference", None, "sequential"), ("ours-fp32", "fp32", "auto"), ("ours-bf16", "bf16", "auto"),
+         ("ours-bf16-compile", "bf16", "auto")]  # compile: in-process graph reused after the first IPC
 
 
 # evaluators vary fastest, so the cases of one IPC run back to back (same load on a shared machine)
@@ -92,7 +93,8 @@ def test_bench_evaluate(benchmark, test_split, ipc, evaluator, precision, path):
             return evaluate_reference(train, test_split, p, runs=K, seed=0)
     else:
         def run():
-            return evaluate_fast(train, test_split, p, runs=K, seed=0, path=path, precision=precision)
+            return evaluate_fast(train, test_split, p, runs=K, seed=0, path=path, precision=precision,
+                                 compile=evaluator.endswith("-compile"))
     result = benchmark.pedantic(run, rounds=1, iterations=1, warmup_rounds=0)
     _record(benchmark, result, ipc, evaluator)
     assert len(result.accuracies) == K

@@ -32,6 +32,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=2, help="evaluations per experiment")
     ap.add_argument("--models", default="ConvNet,LeNet,MLP,AlexNet,VGG11,ResNet18")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--experiments", default=None,
+                    help="experiment indices in the order to run them, e.g. 4,3 (default: all, ascending); "
+                         "lets a second process share the work")
     ap.add_argument("--report-only", action="store_true", help="print the table from the results so far")
     args = ap.parse_args()
     if args.threads:
@@ -45,7 +48,9 @@ def main() -> None:
     for r in range(0 if args.report_only else args.runs):
         for vico_name in names:
             proto = get_protocol("vico-dc", "mnist", model=VICO_NAMES[vico_name])
-            for e, cs in enumerate(sets):
+            order = [int(e) for e in args.experiments.split(",")] if args.experiments else range(len(sets))
+            for e in order:
+                cs = sets[e]
                 f = out / f"{vico_name}-exp{e}-run{r}.json"
                 if f.is_file():
                     continue
