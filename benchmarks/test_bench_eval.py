@@ -194,7 +194,7 @@ def test_bench_recorder_on_batch(benchmark):
     benchmark.extra_info.update(per_step_s=benchmark.stats.stats.mean / math.ceil(n / batch), samples=n, batch=batch)
 
 
-# --- end to end on a real condensed set, equal accuracy (opt-in: ~20 min on 2 CPU cores) -------------
+# --- end to end on a real condensed set, equal accuracy (opt-in: ~60 min at 301 epochs on 2 CPU cores) ---
 REAL_EPOCHS = int(os.environ.get("DDBENCH_BENCH_REAL_EPOCHS", "300"))
 REAL_CASES = [("reference", None, False), ("ours-fp32", "fp32", False), ("ours-bf16", "bf16", False),
               ("ours-bf16-compile-cold", "bf16", True), ("ours-bf16-compile-warm", "bf16", True)]
@@ -204,7 +204,7 @@ REAL_CASES = [("reference", None, False), ("ours-fp32", "fp32", False), ("ours-b
 def dc_cifar10():
     """The published DC CIFAR-10 IPC-10 set (VICO file) and the JPEG CIFAR-10 test split from ../shared/data."""
     if os.environ.get("DDBENCH_BENCH_REAL") != "1":
-        pytest.skip("set DDBENCH_BENCH_REAL=1 (end-to-end real-set benchmark, ~20 min on 2 cores)")
+        pytest.skip("set DDBENCH_BENCH_REAL=1 (end-to-end real-set benchmark; DDBENCH_BENCH_REAL_EPOCHS=100: ~20 min)")
     from pathlib import Path
 
     from adapters.loaders import load_published
