@@ -128,8 +128,7 @@ class _Transform:
         x = img.float() / 255
         g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 2_147_483_647 + index)
         if self.mode == "eval":
-            x = self._short_side_center(x, round(self.size / 0.875))
-            x = self._short_side_center(x, self.size)
+            x = self._short_side_center(x, round(self.size / 0.875))  # shorter side 256, centre 224
         elif self.mode == "rrc_flip":
             x = self._rrc(x, g)
         else:
@@ -302,7 +301,7 @@ def train_ddp(rank: int, world_size: int, cfg: DDPConfig, init_method: str = "en
             loader = DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
                                 pin_memory=use_cuda)
             ddp.train()
-            correct = 0.0
+            hits = torch.zeros(1, dtype=torch.float64, device=device)  # this rank's correct, summed at the end
             for i, (x, y, idx) in enumerate(loader):
                 lr = scheduled_lr(proto, epoch, epoch * steps_per_epoch + i, steps_total, cfg.lr)
                 for group in opt.param_groups:
@@ -313,12 +312,15 @@ def train_ddp(rank: int, world_size: int, cfg: DDPConfig, init_method: str = "en
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                rows = torch.cat([idx.double().to(device)[:, None], y.double()[:, None], logits.detach().double()], 1)
-                allrows = _gather_rows(rows, world_size)  # every rank's batch, (sum B, 2 + C)
-                if rec is not None:  # DistributedSampler pads with repeats: same sample, same epoch
-                    rec.on_batch(epoch, allrows[:, 0].long(), allrows[:, 2:].float(), allrows[:, 1].long())
-                correct += float((allrows[:, 2:].argmax(1) == allrows[:, 1].long()).double().sum())
-            state.epoch, state.train_acc = epoch + 1, correct / max(sampler.total_size, 1)
+                hits += (logits.detach().argmax(1) == y).sum()
+                if cfg.record:  # every rank's batch, (sum B, 2 + C); only dynamics runs pay for the gather
+                    rows = torch.cat([idx.double().to(device)[:, None], y.double()[:, None],
+                                      logits.detach().double()], 1)
+                    allrows = _gather_rows(rows, world_size)
+                    if rec is not None:  # DistributedSampler pads with repeats: same sample, same epoch
+                        rec.on_batch(epoch, allrows[:, 0].long(), allrows[:, 2:].float(), allrows[:, 1].long())
+            dist.all_reduce(hits)
+            state.epoch, state.train_acc = epoch + 1, float(hits.item()) / max(sampler.total_size, 1)
             if rec is not None:
                 rec.on_epoch_end(epoch, state)  # rows, then checkpoint, then the commit
             elif rank == 0:

@@ -42,6 +42,28 @@ def _features(train, dyn_dir: Path, protocol, device) -> np.ndarray:
     return torch.cat(out).numpy()
 
 
+def resolve_flow(dataset: str, recipe: str, protocol_dynamics: str, protocol_train: str, *,
+                 model: str | None = None, epochs_dynamics: int | None = None, epochs_train: int | None = None,
+                 dynamics_overrides: dict | None = None, train_overrides: dict | None = None,
+                 score_params: dict | None = None, rule_opts: dict | None = None) -> tuple[Any, Any, Any]:
+    """``(recipe, dynamics protocol, training protocol)`` of a coreset flow, with its scale options applied
+    (``epochs_*`` override the protocols' epochs, ``model`` both protocols' model unless overridden)."""
+    from harness.train import get_protocol
+
+    r = parse_recipe(recipe)
+    if score_params or rule_opts:
+        r = r.with_(score_params=score_params, rule_opts=rule_opts)
+    dov, tov = dict(dynamics_overrides or {}), dict(train_overrides or {})
+    if epochs_dynamics is not None:
+        dov["epochs"] = epochs_dynamics
+    if epochs_train is not None:
+        tov["epochs"] = epochs_train
+    if model is not None:
+        dov.setdefault("model", model)
+        tov.setdefault("model", model)
+    return r, get_protocol(protocol_dynamics, dataset, **dov), get_protocol(protocol_train, dataset, **tov)
+
+
 def run_coreset(dataset: str, recipe: str, budget: Budget, *, data_root: str | Path | None = None,
                 protocol_dynamics: str = "ccs", protocol_train: str = "ccs", seed: int = 0,
                 workdir: str | Path = "runs", device: str = "cpu", model: str | None = None,
@@ -56,25 +78,14 @@ def run_coreset(dataset: str, recipe: str, budget: Budget, *, data_root: str | P
     """
     from harness.data import load_dataset
     from harness.evaluate import evaluate_set
-    from harness.train import get_protocol
 
     say = progress or (lambda msg: None)
-    r = parse_recipe(recipe)
-    if score_params or rule_opts:
-        r = r.with_(score_params=score_params, rule_opts=rule_opts)
+    r, p_dyn, p_train = resolve_flow(dataset, recipe, protocol_dynamics, protocol_train, model=model,
+                                     epochs_dynamics=epochs_dynamics, epochs_train=epochs_train,
+                                     dynamics_overrides=dynamics_overrides, train_overrides=train_overrides,
+                                     score_params=score_params, rule_opts=rule_opts)
     train = load_dataset(dataset, "train", data_root=data_root, download=download, cache_dir=cache_dir)
     test = load_dataset(dataset, "test", data_root=data_root, download=download, cache_dir=cache_dir)
-    dov = dict(dynamics_overrides or {})
-    tov = dict(train_overrides or {})
-    if epochs_dynamics is not None:
-        dov["epochs"] = epochs_dynamics
-    if epochs_train is not None:
-        tov["epochs"] = epochs_train
-    if model is not None:
-        dov.setdefault("model", model)
-        tov.setdefault("model", model)
-    p_dyn = get_protocol(protocol_dynamics, dataset, **dov)
-    p_train = get_protocol(protocol_train, dataset, **tov)
     workdir = Path(workdir)
     dyn_key = config_hash(dynamics_config(train, p_dyn, seed=seed))
     dyn_dir = workdir / "dynamics" / dyn_key

@@ -86,15 +86,16 @@ def run_coreset_streaming(dataset: str, recipe: str, budget: Any, *, data_root: 
     from harness.data.stream import stream_folders
     from harness.dynamics import Dynamics, config_hash
     from harness.io import atomic_write_json
-    from harness.pruning.recipes import parse_recipe, recipe_scores, select_with_recipe
+    from harness.pruning.coreset import resolve_flow
+    from harness.pruning.recipes import recipe_scores, select_with_recipe
     from harness.pruning.scores import save_scores
     from harness.pruning.select import save_kept
-    from harness.train import get_protocol
 
     say = progress or (lambda msg: None)
-    r = parse_recipe(recipe)
-    if score_params or rule_opts:
-        r = r.with_(score_params=score_params, rule_opts=rule_opts)
+    r, p_dyn, p_train = resolve_flow(dataset, recipe, protocol_dynamics, protocol_train, model=model,
+                                     epochs_dynamics=epochs_dynamics, epochs_train=epochs_train,
+                                     dynamics_overrides=dynamics_overrides, train_overrides=train_overrides,
+                                     score_params=score_params, rule_opts=rule_opts)
     if r.rule == "kmeans":
         raise ConfigError(f"recipe {r.name}: feature-based rules (k-means) are not available on streamed data")
     train_dir, test_dir, classlist = stream_folders(dataset, data_root)
@@ -102,16 +103,6 @@ def run_coreset_streaming(dataset: str, recipe: str, budget: Any, *, data_root: 
     nproc = int(nproc or (torch.cuda.device_count() if cuda else 1))
     backend = "nccl" if cuda else "gloo"
     size = int(img_size or get_spec(dataset).size[0])
-    dov, tov = dict(dynamics_overrides or {}), dict(train_overrides or {})
-    if epochs_dynamics is not None:
-        dov["epochs"] = epochs_dynamics
-    if epochs_train is not None:
-        tov["epochs"] = epochs_train
-    if model is not None:
-        dov.setdefault("model", model)
-        tov.setdefault("model", model)
-    p_dyn = get_protocol(protocol_dynamics, dataset, **dov)
-    p_train = get_protocol(protocol_train, dataset, **tov)
     common = {"img_size": size, "nproc": nproc, "backend": backend, "num_workers": num_workers,
               "classlist": classlist, "augment": augment}
     workdir = Path(workdir)
