@@ -8,8 +8,12 @@ On disk a set is one directory with ``images.safetensors`` (``images`` float32 (
      "num_classes": 10, "class_counts": [...], "label_kind": "hard" | "soft",
      "provenance": {...}, "checksum": "sha256 of the tensors"}
 
-``ipc`` counts stored images per class; ``factor`` > 1 means each stored image holds factor^2
-images (IDC multi-formation), decoded by :meth:`CondensedSet.decoded`. Both files are written to
+``ipc`` is the set's storage budget in images per class: the explicit ``ipc_budget`` when one is
+set (a set shrunk to IPC 1 from an IDC set stores 4 decoded images per class; an imbalanced rule keeps
+unequal counts), else the largest class count; ``class_counts`` gives the per-class counts. Sets
+written before ``ipc_budget`` existed load with ``ipc`` = the largest count, as before. ``factor`` > 1
+means each stored image holds factor^2 images (IDC multi-formation), decoded by
+:meth:`CondensedSet.decoded`. Both files are written to
 a temporary directory and renamed into place, so a crash never leaves a half-written set.
 """
 
@@ -18,8 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,7 @@ class CondensedSet:
     soft_labels: torch.Tensor | None = None
     zca: dict[str, Any] | None = None  # how to redo the whitening: {"eps": 0.1, "fit": "normalized train"}
     provenance: dict[str, Any] = field(default_factory=dict)
+    ipc_budget: int | None = None  # explicit storage IPC (e.g. a shrink target); None: the largest class count
 
     def __post_init__(self) -> None:
         self.images = self.images.detach().float().cpu().contiguous()
@@ -87,6 +90,9 @@ class CondensedSet:
                                   f"({x.shape[0]}, {self.num_classes}) (one row per image, one column per class)")
             if not torch.isfinite(s).all():
                 raise FormatError(f"{where}: soft labels hold NaN or infinite values")
+        b = self.ipc_budget
+        if b is not None and (isinstance(b, bool) or not isinstance(b, int) or b < 1):
+            raise FormatError(f"{where}: ipc_budget {b!r} must be a positive integer or None")
 
     # --- derived ----------------------------------------------------------------------------
     def class_counts(self) -> list[int]:
@@ -94,8 +100,9 @@ class CondensedSet:
 
     @property
     def ipc(self) -> int:
-        """Stored images per class (the largest class, so unbalanced sets are not under-reported)."""
-        return max(self.class_counts())
+        """Images per class of storage: ``ipc_budget`` when set (e.g. the IPC a set was shrunk to), else the
+        largest class count (so unbalanced sets are not under-reported). Per-class counts: :meth:`class_counts`."""
+        return self.ipc_budget if self.ipc_budget is not None else max(self.class_counts())
 
     @property
     def label_kind(self) -> str:
@@ -117,10 +124,12 @@ class CondensedSet:
         order = torch.argsort(self.labels, stable=True)
         x, y = decode_per_class(self.images[order], self.labels[order], self.factor, self.num_classes)
         prov = {**self.provenance, "decoded_from": {"factor": self.factor, "checksum": self.checksum()}}
-        return replace(self, images=x, labels=y, factor=1, provenance=prov)
+        return replace(self, images=x, labels=y, factor=1, provenance=prov, ipc_budget=None)
 
     def to_labeled(self) -> LabeledImages:
         extra = {"zca": self.zca} if self.zca else {}
+        if self.provenance.get("soft_label_loss"):  # e.g. "mse": the soft labels are regression targets (KRR)
+            extra["soft_label_loss"] = self.provenance["soft_label_loss"]
         return LabeledImages(images=self.images, labels=self.labels, num_classes=self.num_classes,
                              space=self.space, mean=self.mean, std=self.std, soft_labels=self.soft_labels,
                              name=f"{self.method}:{self.dataset}", extra=extra)
@@ -134,39 +143,63 @@ class CondensedSet:
             "provenance": self.provenance, "checksum": self.checksum(),
         }
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        return save_condensed(self, directory)
+    def save(self, directory: str | os.PathLike, *, overwrite: bool = True) -> Path:
+        return save_condensed(self, directory, overwrite=overwrite)
+
+    @staticmethod
+    def ipc_budget_from_meta(meta: dict[str, Any], class_counts: list[int], where: str = "meta.json") -> int | None:
+        """The ``ipc_budget`` a ``meta.json`` records: its ``ipc`` when that differs from the largest class
+        count (an explicit budget), else None (older sets, and sets whose budget is the largest count)."""
+        ipc = meta.get("ipc")
+        if ipc is None:
+            return None
+        if isinstance(ipc, bool) or not isinstance(ipc, int) or ipc < 1:
+            raise FormatError(f"{where}: ipc {ipc!r}, expected a positive integer")
+        return None if ipc == max(class_counts) else ipc
 
     @staticmethod
     def load(directory: str | os.PathLike) -> CondensedSet:
         return load_condensed(directory)
 
 
-def save_condensed(cs: CondensedSet, directory: str | os.PathLike) -> Path:
-    """Write ``images.safetensors`` + ``meta.json`` atomically (temporary directory, then rename)."""
-    from safetensors.torch import save_file
+SET_FILES = ("images.safetensors", "meta.json")
+
+
+def is_condensed_dir(directory: str | os.PathLike) -> bool:
+    """``directory`` holds a condensed set and nothing else (so replacing it loses nothing but the set)."""
+    from harness.io import holds_only
+
+    return holds_only(directory, SET_FILES, FORMAT)
+
+
+def save_condensed(cs: CondensedSet, directory: str | os.PathLike, *, overwrite: bool = True) -> Path:
+    """Write ``images.safetensors`` + ``meta.json`` atomically (temporary directory, then rename).
+
+    ``directory`` must be new, empty, or (with ``overwrite``) hold a condensed set and nothing else;
+    a folder with other files is refused (ConfigError) and left untouched. Leftovers of killed
+    writes next to it are removed first (:func:`harness.io.clean_leftovers`).
+    """
+    from harness.io import atomic_dir, check_output_dir
 
     out = Path(directory)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        tensors = {"images": cs.images, "labels": cs.labels}
-        if cs.soft_labels is not None:
-            tensors["soft_labels"] = cs.soft_labels
-        save_file(tensors, str(tmp / "images.safetensors"))
-        (tmp / "meta.json").write_text(json.dumps(cs.meta(), indent=2, sort_keys=True))
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    check_output_dir(out, what="condensed set", is_ours=is_condensed_dir, overwrite=overwrite, option=None,
+                     flag="overwrite=True")
+    with atomic_dir(out.resolve()) as tmp:
+        write_set_files(cs, tmp)
     return out
+
+
+def write_set_files(cs: CondensedSet, folder: str | os.PathLike) -> None:
+    """The two files of a set, written into ``folder`` (a fresh temporary of :func:`harness.io.atomic_dir`)."""
+    from safetensors.torch import save_file
+
+    d = Path(folder)
+    d.mkdir(parents=True, exist_ok=True)
+    tensors = {"images": cs.images, "labels": cs.labels}
+    if cs.soft_labels is not None:
+        tensors["soft_labels"] = cs.soft_labels
+    save_file(tensors, str(d / "images.safetensors"))
+    (d / "meta.json").write_text(json.dumps(cs.meta(), indent=2, sort_keys=True))
 
 
 def load_condensed(directory: str | os.PathLike) -> CondensedSet:
@@ -201,4 +234,5 @@ def load_condensed(directory: str | os.PathLike) -> CondensedSet:
         raise FormatError(f"{d}: per-class counts {cs.class_counts()} differ from meta.json's {meta['class_counts']}")
     if meta.get("checksum") and cs.checksum() != meta["checksum"]:
         raise FormatError(f"{img_p}: checksum mismatch (file changed or corrupt)")
+    cs.ipc_budget = CondensedSet.ipc_budget_from_meta(meta, cs.class_counts(), str(meta_p))
     return cs

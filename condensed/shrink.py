@@ -10,11 +10,15 @@ YOCO (He et al., "You Only Condense Once: Two Rules for Pruning Condensed Datase
 3. score every decoded image with LBPE top-K:
    ``LBPE(i) = sum_{e in topK} || softmax(z_e(i)) - onehot(y_i) ||_2`` over the K epochs
    ``e < stop_epoch`` with the most correctly classified training samples (rule 1: keep *easy*
-   samples, i.e. the **lowest** LBPE, when the target IPC is small);
+   samples, i.e. the **lowest** LBPE, when the target IPC is small). (stop_epoch, K) per source
+   method: :data:`LBPE_DEFAULTS` (YOCO's values) or, where YOCO gives none, :data:`LBPE_FALLBACK`;
+   the provenance's ``params.lbpe_source`` says which;
 4. select with the balanced construction (rule 2): per class the ``IPC_T * factor^2`` decoded
    images with the lowest LBPE;
 5. write the smaller set (decoded, factor 1) with provenance: source checksum, rule, parameters,
-   scores (index-aligned with the decoded source), kept indices.
+   scores (index-aligned with the decoded source), kept indices. Its recorded IPC (``meta.json``
+   ``ipc``) is the requested IPC_T (``CondensedSet.ipc_budget``); ``class_counts`` beside it gives
+   the decoded images kept per class (imbalanced rules keep unequal counts by design).
 
 Rules (YOCO ``argument.py`` switches, suffix grammar ``<base>[_easy|_hard][_balance|_imbalance]``):
 
@@ -27,14 +31,22 @@ entropy         final-model eval entropy             hard       imbalance
 aum             sum of prob margins (HIGH = easy)    hard       imbalance
 forgetting      1->0 correctness events              hard       imbalance
 el2n            sum_{e<10} ||p_e - y||               hard       imbalance
-ccs             el2n, AUM cut-off + 50 strata        easy       imbalance
+ccs             el2n, cut-off + 50 strata            --         imbalance
 yoco            LBPE top-K                           easy       balance
 ==============  ==================================  =========  ==========
 
 Imbalanced rules keep ``int(IPC_T / IPC_F * N)`` decoded images overall; balanced ones
-``IPC_T * factor^2`` per class. CCS (Zheng et al., ICLR 2023) as YOCO runs it: drop the
-``ratio * N`` samples with the lowest AUM (hard cut-off; YOCO's ``prune_score_ratio_config``), then
-stratified sampling over 50 equal-width strata of the el2n score. ``entropy`` follows CCS/YOCO's
+``IPC_T * factor^2`` per class. CCS (Zheng et al., ICLR 2023) as YOCO runs it (``argument.py``
+369-399, ``utils/img_loader.py`` 533-602, ``ccs/core/data/Coreset.py``): sort by EL2N high to low,
+drop the first ``int(ratio * N)`` (the **highest** EL2N; ratio from YOCO's
+``prune_score_ratio_config``, :data:`CCS_CUTOFF`), build 50 equal-width strata on the EL2N of the
+rest, split the budget with CCS's ``bin_allocate`` and keep, in each stratum, its first members in
+that descending order, i.e. the highest-EL2N ones whatever their class (``strata_random=True``:
+uniformly at random, YOCO's ``--strata_fixed_select``). ``ccs_balance`` runs YOCO's balanced branch
+(the same global cut, then strata and ``IPC_T * factor^2`` per class); YOCO's own ``argument.py``
+rewrites ``ccs_*`` to the key ``el2n`` before reading the suffix, so its CLI never reaches that branch
+and ``scripts/table5.sh`` has no CCS row. (CCS itself cuts the *lowest AUM* and samples at random
+inside strata: recipe ``ccs`` of :mod:`harness.pruning.recipes`.) ``entropy`` follows CCS/YOCO's
 ``post_training_metrics``: the final model in eval mode on the un-augmented decoded images.
 
 Built on the pruning core: :mod:`harness.dynamics` (recorder), :mod:`harness.pruning.scores`,
@@ -56,13 +68,24 @@ from condensed.set import CondensedSet
 from harness.data.images import LabeledImages
 from harness.errors import ConfigError
 
-# YOCO's (stop_epoch, K) for LBPE top-K per source method (and dataset); DC/DSA: YOCO's DSA
-# setting is inconsistent (100 in generate_importance_score.py, 10 in argument.py) -> we use (100, 10).
-LBPE_DEFAULTS: dict[tuple[str, str | None], tuple[int, int]] = {
-    ("IDC", "cifar10"): (100, 10), ("IDC", "cifar100"): (200, 10), ("IDC", None): (200, 10),
-    ("DREAM", None): (200, 10), ("MTT", None): (10, 3), ("KIP", None): (50, 3),
-    ("DSA", None): (100, 10), ("DC", None): (100, 10), ("DM", None): (100, 10),
+# YOCO's (stop_epoch, K) for LBPE top-K by (source method, dataset), from generate_importance_score.py
+# 74-129, the script that computes the LBPE_top{K} scores (argument.py 301-358 only reads them back).
+# DSA: generate_importance_score.py forces stop_epoch 100 (K 3); argument.py says 10 (K 3), but there
+# stop_epoch only names the score file it loads (data-score-ipc10-ep10.pickle, which the released generate
+# script never writes: it writes ...-ep100.pickle), so the scores YOCO's code can compute use (100, 3).
+# MTT / KIP / DSA: YOCO ran them on CIFAR-10 IPC 10 only. ImageNet = YOCO's ImageNet-10.
+LBPE_DEFAULTS: dict[tuple[str, str], tuple[int, int]] = {
+    ("IDC", "cifar10"): (100, 10), ("IDC", "cifar100"): (200, 10), ("IDC", "imagenet"): (200, 10),
+    ("DREAM", "cifar10"): (200, 10), ("DREAM", "cifar100"): (200, 10),
+    ("MTT", "cifar10"): (10, 3), ("KIP", "cifar10"): (50, 3), ("DSA", "cifar10"): (100, 3),
 }
+LBPE_SOURCE_YOCO = "YOCO generate_importance_score.py"
+# ddbench's own choices where YOCO gives no value (recorded as such in the provenance's lbpe_source).
+# DC and DM: YOCO's argparse defaults (--stop_epoch 100, --topk 10), the values ddbench has always used for
+# them (the README's DC shrink results). (DSA's (100, 3) -- same code base, and YOCO's K is 3 for every
+# factor-1 source -- would be the other defensible choice.)
+LBPE_FALLBACK: dict[str, tuple[int, int]] = {"DC": (100, 10), "DM": (100, 10)}
+LBPE_GENERIC = (100, 10)  # any other method: YOCO's argparse defaults
 # YOCO prune_score_ratio_config: CCS hard cut-off as a fraction of all decoded images, (IPC_F, IPC_T)
 CCS_CUTOFF: dict[str, dict[tuple[int, int], float]] = {
     "cifar10": {(10, 1): 0.3, (10, 2): 0.1, (10, 5): 0.0, (50, 1): 0.3, (50, 2): 0.3, (50, 5): 0.3, (50, 10): 0.1},
@@ -86,16 +109,44 @@ def resolve_rule(name: str):
     return parse_recipe(name)
 
 
+def yoco_dataset(dataset: str) -> str:
+    """The name YOCO's tables use for ``dataset``: variants (``cifar10-jpeg75``) map to their base, ImageNet
+    subsets (imagenet*, imagenette, imagewoof) to ``imagenet``; anything else is returned unchanged."""
+    d = dataset.lower()
+    if d.startswith(("imagenet", "imagenette", "imagewoof")):
+        return "imagenet"
+    for base in ("cifar100", "cifar10"):  # cifar100 first: "cifar100".startswith("cifar10")
+        if d == base or d.startswith(base + "-") or d.startswith(base + "_"):
+            return base
+    return d
+
+
+def lbpe_choice(method: str, dataset: str) -> tuple[int, int, str]:
+    """(stop_epoch, K, where they come from) for LBPE top-K on a set condensed by ``method`` on ``dataset``.
+
+    YOCO's values (:data:`LBPE_DEFAULTS`) where it gives them; otherwise ddbench's own choice, said so:
+    :data:`LBPE_FALLBACK` (DC, DM), the method's YOCO CIFAR-10 value for a dataset YOCO did not run, or
+    :data:`LBPE_GENERIC`.
+    """
+    m, d = method.upper(), yoco_dataset(dataset)
+    if (m, d) in LBPE_DEFAULTS:
+        return (*LBPE_DEFAULTS[(m, d)], f"{LBPE_SOURCE_YOCO} ({m}, {d})")
+    if m in LBPE_FALLBACK:
+        return (*LBPE_FALLBACK[m], f"ddbench default (YOCO gives no value for {m}; YOCO's argparse defaults)")
+    if (m, "cifar10") in LBPE_DEFAULTS:
+        return (*LBPE_DEFAULTS[(m, "cifar10")],
+                f"ddbench default (YOCO gives no value for {m} on {dataset}; its {m} CIFAR-10 values)")
+    return (*LBPE_GENERIC, f"ddbench default (YOCO gives no value for {m}; YOCO's argparse defaults)")
+
+
 def lbpe_defaults(method: str, dataset: str) -> tuple[int, int]:
-    """YOCO's (stop_epoch, K) for the source ``method`` (IDC / DREAM / MTT / KIP / DSA / DC)."""
-    m = method.upper()
-    return LBPE_DEFAULTS.get((m, dataset), LBPE_DEFAULTS.get((m, None), (100, 10)))
+    """(stop_epoch, K) for the source ``method`` and ``dataset`` (:func:`lbpe_choice` without the source)."""
+    return lbpe_choice(method, dataset)[:2]
 
 
 def ccs_cutoff(dataset: str, ipc_from: int, ipc_to: int) -> float:
     """YOCO's CCS hard cut-off ratio; 0.0 for grid points YOCO does not list."""
-    key = "imagenet" if dataset.startswith(("imagenet", "imagenette", "imagewoof")) else dataset
-    return CCS_CUTOFF.get(key, {}).get((ipc_from, ipc_to), 0.0)
+    return CCS_CUTOFF.get(yoco_dataset(dataset), {}).get((ipc_from, ipc_to), 0.0)
 
 
 # --- evaluation helper -------------------------------------------------------------------------------
@@ -109,15 +160,15 @@ def record_runs(li: LabeledImages, protocol, *, runs: int, seed: int, device: st
                 ) -> tuple[list, torch.nn.Module, torch.Tensor]:
     """``runs`` dynamics runs (seeds ``seed + r``) on ``li``; returns them, the last model and its inputs."""
     from harness.dynamics import DynamicsRecorder
+    from harness.evaluate import loss_for
     from harness.models import create_model
     from harness.train import Trainer, seeded_model
 
     device = torch.device(device)
     x = model_input(li).to(device)
     labels = li.labels.to(device)
-    soft = li.soft_labels is not None
-    proto = protocol.with_(loss="soft_ce") if soft and protocol.loss == "ce" else protocol
-    targets = li.soft_labels.to(device) if soft else labels
+    proto = loss_for(li, protocol)  # soft labels: the loss the set's labels need (soft CE, or MSE for KRR targets)
+    targets = li.soft_labels.to(device) if proto.loss != "ce" else labels
     dyns, model = [], None
     for r in range(runs):
         rec = DynamicsRecorder(len(li), li.num_classes, labels=li.labels.numpy(),
@@ -174,12 +225,17 @@ def shrink(cs: CondensedSet, to_ipc: int, *, rule: str = "yoco", runs_dynamics: 
            stop_epoch: int | None = None, topk: int | None = None, epochs: int | None = None,
            protocol: str = "yoco", seed: int = 0, device: str | torch.device = "cpu",
            data_root: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
-           ccs_ratio: float | None = None, dynamics: list | None = None) -> CondensedSet:
+           ccs_ratio: float | None = None, strata_random: bool = False, dynamics: list | None = None
+           ) -> CondensedSet:
     """A smaller condensed set with ``to_ipc`` images per class worth of storage (YOCO flow, module doc).
 
-    ``epochs`` overrides the dynamics protocol's epochs (report it); ``dynamics`` reuses recorded runs
-    (index-aligned with the decoded set) instead of training. ``data_root``/``cache_dir`` are unused
-    by the flow itself (dynamics need no real data) and kept for symmetry with evaluation.
+    The result records ``to_ipc`` as its IPC (``ipc_budget``); its per-class counts are
+    ``class_counts()`` (``to_ipc * factor^2`` each for balanced rules). ``epochs`` overrides the dynamics
+    protocol's epochs (report it); ``dynamics`` reuses recorded runs (index-aligned with the decoded set)
+    instead of training. ``ccs_ratio`` overrides YOCO's CCS cut-off; ``strata_random`` samples uniformly
+    inside CCS strata (YOCO's ``--strata_fixed_select``) instead of YOCO's default, the highest-EL2N
+    members. ``data_root``/``cache_dir`` are unused by the flow itself (dynamics need no real data) and
+    kept for symmetry with evaluation.
     """
     from harness.pruning.recipes import select_with_recipe
     from harness.pruning.select import Budget
@@ -193,11 +249,15 @@ def shrink(cs: CondensedSet, to_ipc: int, *, rule: str = "yoco", runs_dynamics: 
     if len(set(counts)) != 1:
         raise ConfigError(f"source set is not class-balanced (per-class counts {counts}); YOCO's IPC ratio "
                           "is undefined")
-    f2 = cs.factor ** 2
     dec = cs.decoded()
     li = dec.to_labeled()
     labels = li.labels.numpy()
-    per_class = to_ipc * f2
+    # decoded images per unit of IPC: factor^2 for a condensed set, more for an already shrunk (decoded) one
+    per_ipc, rest = divmod(dec.class_counts()[0], ipc_from)
+    if rest:
+        raise ConfigError(f"source set holds {dec.class_counts()[0]} decoded images per class, not a multiple of "
+                          f"its IPC {ipc_from}")
+    per_class = to_ipc * per_ipc
     total = int(to_ipc / ipc_from * len(labels))
     budget = Budget.ipc(per_class) if recipe.balance else Budget.count(total)
     params: dict[str, Any] = {"to_ipc": to_ipc, "ipc_from": ipc_from, "factor": cs.factor, "per_class": per_class,
@@ -205,9 +265,17 @@ def shrink(cs: CondensedSet, to_ipc: int, *, rule: str = "yoco", runs_dynamics: 
     scores, features, opts = None, None, {}
     needs_model = recipe.rule == "kmeans" or recipe.score == "entropy"
     if recipe.score is not None or needs_model:
-        st_def, k_def = lbpe_defaults(cs.method, cs.dataset)
-        stop_epoch, topk = stop_epoch or st_def, topk or k_def
-        proto = get_protocol(protocol, cs.dataset, **({"epochs": epochs} if epochs else {}))
+        st_def, k_def, source = lbpe_choice(cs.method, cs.dataset)
+        for name, value in (("stop_epoch", stop_epoch), ("topk", topk), ("epochs", epochs)):
+            if value is not None and value < 1:
+                raise ConfigError(f"shrink: {name}={value}, expected a positive integer (or None for the default)")
+        if stop_epoch is not None and topk is not None:
+            source = "given by the caller"
+        elif stop_epoch is not None or topk is not None:
+            source = f"{'stop_epoch' if stop_epoch is not None else 'topk'} given by the caller; the other: {source}"
+        stop_epoch = st_def if stop_epoch is None else stop_epoch
+        topk = k_def if topk is None else topk
+        proto = get_protocol(protocol, cs.dataset, **({"epochs": epochs} if epochs is not None else {}))
         params.update(protocol=proto.as_dict(), runs_dynamics=runs_dynamics)
         if dynamics is None:
             dyns, model, x = record_runs(li, proto, runs=runs_dynamics, seed=seed, device=device)
@@ -217,13 +285,17 @@ def shrink(cs: CondensedSet, to_ipc: int, *, rule: str = "yoco", runs_dynamics: 
         if needs_model and model is None:
             raise ConfigError(f"rule {rule}: needs the trained model; pass no precomputed dynamics")
         if recipe.score == "lbpe":
-            params.update(stop_epoch=stop_epoch, topk=topk, stop_epoch_used=min(stop_epoch, dyns[0].epochs))
+            params.update(stop_epoch=stop_epoch, topk=topk, stop_epoch_used=min(stop_epoch, dyns[0].epochs),
+                          lbpe_source=source)
         if recipe.rule == "kmeans":
             _, features = _eval_outputs(model, x)
         scores = compute_rule_scores(recipe, dyns, model, x, stop_epoch=stop_epoch, topk=topk)
         if recipe.rule == "stratified":
             opts["cutoff_ratio"] = ccs_ratio if ccs_ratio is not None else ccs_cutoff(cs.dataset, ipc_from, to_ipc)
             params["ccs_cutoff"] = opts["cutoff_ratio"]
+            if strata_random:
+                opts["within"] = "random"
+            params["ccs_within"] = opts.get("within", recipe.rule_opts.get("within", "random"))
     kept = select_with_recipe(recipe, scores, labels, budget, seed=seed, features=features,
                               num_classes=cs.num_classes, **opts)
     sub = torch.as_tensor(np.asarray(kept, dtype=np.int64))
@@ -237,7 +309,7 @@ def shrink(cs: CondensedSet, to_ipc: int, *, rule: str = "yoco", runs_dynamics: 
     }
     soft = dec.soft_labels[sub] if dec.soft_labels is not None else None
     return replace(dec, images=dec.images[sub], labels=dec.labels[sub], soft_labels=soft, factor=1,
-                   method=f"{cs.method}+{rule}", provenance=prov)
+                   method=f"{cs.method}+{rule}", provenance=prov, ipc_budget=to_ipc)
 
 
 def describe_budget(cs: CondensedSet, to_ipc: int) -> str:
@@ -245,6 +317,6 @@ def describe_budget(cs: CondensedSet, to_ipc: int) -> str:
     return f"{to_ipc} IPC x factor {cs.factor}^2 = {to_ipc * cs.factor ** 2} decoded images per class"
 
 
-__all__ = ["CCS_CUTOFF", "LBPE_DEFAULTS", "ccs_cutoff", "lbpe_defaults", "prepare_for_eval", "resolve_rule",
-           "shrink"]
+__all__ = ["CCS_CUTOFF", "LBPE_DEFAULTS", "LBPE_FALLBACK", "ccs_cutoff", "lbpe_choice", "lbpe_defaults",
+           "prepare_for_eval", "resolve_rule", "shrink", "yoco_dataset"]
 

@@ -9,6 +9,11 @@ Mode ``S`` applies one op group per call (``color`` = brightness, saturation, co
 applies every group in turn. Parameters are drawn per sample from a ``torch.Generator``; in
 siamese mode one parameter set is drawn and shared by every sample, so two calls with generators
 seeded alike transform a real batch and a synthetic batch identically, whatever their sizes.
+
+IDC's ``DiffAug(batch=False)`` (:class:`IDCAugment`, the ``idc`` / ``yoco`` protocols) uses the same ops
+and constants in another arrangement: flip and colour on every call, then one of the remaining ops.
+``register_augment`` / ``create_augment`` map ``Protocol.augment`` (none, dsa, idc, dc, crop_flip) to a
+batched augmenter ``(x, generator, models) -> x`` for the Trainer and the vmapped ensemble.
 """
 
 from __future__ import annotations
@@ -16,11 +21,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol as TypingProtocol
 
 import torch
 import torch.nn.functional as F
 
 from harness.errors import ConfigError
+from harness.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -52,21 +59,68 @@ def _expand(v: torch.Tensor, n: int) -> torch.Tensor:
     return v.expand(n, *v.shape[1:]) if v.shape[0] == 1 else v
 
 
+# Parameter -> image kernels shared by DSA and IDC's DiffAug. Parameters are per sample, shaped to broadcast.
+def _scale_theta(sx: torch.Tensor, sy: torch.Tensor) -> torch.Tensor:
+    theta = torch.zeros(sx.shape[0], 2, 3, device=sx.device)
+    theta[:, 0, 0], theta[:, 1, 1] = sx, sy
+    return theta
+
+
+def _rotate_theta(ang: torch.Tensor) -> torch.Tensor:
+    c, s = torch.cos(ang), torch.sin(ang)
+    theta = torch.zeros(ang.shape[0], 2, 3, device=ang.device)
+    theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = c, -s, s, c
+    return theta
+
+
+def _brightness(x: torch.Tensor, b: torch.Tensor, ratio: float) -> torch.Tensor:
+    """x + (b - 0.5) ratio, b ~ U[0, 1)."""
+    return x + (b.to(x.dtype) - 0.5) * ratio
+
+
+def _saturation(x: torch.Tensor, s: torch.Tensor, ratio: float) -> torch.Tensor:
+    """(x - m) (s ratio) + m, m the per-pixel mean over channels, s ~ U[0, 1)."""
+    s = s.to(x.dtype)
+    m = x.mean(dim=1, keepdim=True)
+    return (x - m) * (s * ratio) + m
+
+
+def _contrast(x: torch.Tensor, c: torch.Tensor, ratio: float) -> torch.Tensor:
+    """(x - m) (c + ratio) + m, m the image mean, c ~ U[0, 1)."""
+    c = c.to(x.dtype)
+    m = x.mean(dim=(1, 2, 3), keepdim=True)
+    return (x - m) * (c + ratio) + m
+
+
+def _cutout_size(x: torch.Tensor, ratio: float) -> tuple[int, int]:
+    h, w = x.shape[2:]
+    return int(h * ratio + 0.5), int(w * ratio + 0.5)
+
+
+def _cutout(x: torch.Tensor, ox: torch.Tensor, oy: torch.Tensor, ratio: float) -> torch.Tensor:
+    """Zero the square of side round(ratio H) centred at (ox, oy) (sample offsets (N,)), clipped to the image."""
+    n, _, h, w = x.shape
+    ch, cw = _cutout_size(x, ratio)
+    ox, oy = ox.view(n, 1, 1), oy.view(n, 1, 1)
+    r = torch.arange(h, device=x.device).view(1, h, 1)
+    c = torch.arange(w, device=x.device).view(1, 1, w)
+    # the reference clamps the square's indices to the image; the erased set is the same as this box test
+    lo_r, lo_c = (ox - ch // 2).clamp(0, h - 1), (oy - cw // 2).clamp(0, w - 1)
+    hi_r, hi_c = (ox - ch // 2 + ch - 1).clamp(0, h - 1), (oy - cw // 2 + cw - 1).clamp(0, w - 1)
+    inside = (r >= lo_r) & (r <= hi_r) & (c >= lo_c) & (c <= hi_c)
+    return x * (~inside).unsqueeze(1).to(x.dtype)
+
+
 # Each op: (x, draws, generator, params) -> x. ``draws`` is the number of parameter sets: N, or 1 (siamese).
 def dsa_scale(x, k, g, p: DSAParams):
     sx = _rand(k, g, x.device) * (p.scale - 1.0 / p.scale) + 1.0 / p.scale
     sy = _rand(k, g, x.device) * (p.scale - 1.0 / p.scale) + 1.0 / p.scale
-    theta = torch.zeros(k, 2, 3, device=x.device)
-    theta[:, 0, 0], theta[:, 1, 1] = sx, sy
-    return _affine(x, _expand(theta, x.shape[0]))
+    return _affine(x, _expand(_scale_theta(sx, sy), x.shape[0]))
 
 
 def dsa_rotate(x, k, g, p: DSAParams):
     ang = (_rand(k, g, x.device) - 0.5) * 2 * p.rotate / 180 * math.pi
-    c, s = torch.cos(ang), torch.sin(ang)
-    theta = torch.zeros(k, 2, 3, device=x.device)
-    theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = c, -s, s, c
-    return _affine(x, _expand(theta, x.shape[0]))
+    return _affine(x, _expand(_rotate_theta(ang), x.shape[0]))
 
 
 def dsa_flip(x, k, g, p: DSAParams):
@@ -75,20 +129,15 @@ def dsa_flip(x, k, g, p: DSAParams):
 
 
 def dsa_brightness(x, k, g, p: DSAParams):
-    b = _expand(_rand(k, g, x.device).view(k, 1, 1, 1), x.shape[0])
-    return x + (b.to(x.dtype) - 0.5) * p.brightness
+    return _brightness(x, _expand(_rand(k, g, x.device).view(k, 1, 1, 1), x.shape[0]), p.brightness)
 
 
 def dsa_saturation(x, k, g, p: DSAParams):
-    s = _expand(_rand(k, g, x.device).view(k, 1, 1, 1), x.shape[0]).to(x.dtype)
-    m = x.mean(dim=1, keepdim=True)
-    return (x - m) * (s * p.saturation) + m
+    return _saturation(x, _expand(_rand(k, g, x.device).view(k, 1, 1, 1), x.shape[0]), p.saturation)
 
 
 def dsa_contrast(x, k, g, p: DSAParams):
-    c = _expand(_rand(k, g, x.device).view(k, 1, 1, 1), x.shape[0]).to(x.dtype)
-    m = x.mean(dim=(1, 2, 3), keepdim=True)
-    return (x - m) * (c + p.contrast) + m
+    return _contrast(x, _expand(_rand(k, g, x.device).view(k, 1, 1, 1), x.shape[0]), p.contrast)
 
 
 def _shift(x: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor, fill: torch.Tensor | float = 0.0) -> torch.Tensor:
@@ -116,16 +165,10 @@ def dsa_crop(x, k, g, p: DSAParams):
 
 def dsa_cutout(x, k, g, p: DSAParams):
     n, _, h, w = x.shape
-    ch, cw = int(h * p.cutout + 0.5), int(w * p.cutout + 0.5)
-    ox = _expand(_randint(0, h + (1 - ch % 2), k, g, x.device), n).view(n, 1, 1)
-    oy = _expand(_randint(0, w + (1 - cw % 2), k, g, x.device), n).view(n, 1, 1)
-    r = torch.arange(h, device=x.device).view(1, h, 1)
-    c = torch.arange(w, device=x.device).view(1, 1, w)
-    # the reference clamps the square's indices to the image; the erased set is the same as this box test
-    lo_r, lo_c = (ox - ch // 2).clamp(0, h - 1), (oy - cw // 2).clamp(0, w - 1)
-    hi_r, hi_c = (ox - ch // 2 + ch - 1).clamp(0, h - 1), (oy - cw // 2 + cw - 1).clamp(0, w - 1)
-    inside = (r >= lo_r) & (r <= hi_r) & (c >= lo_c) & (c <= hi_c)
-    return x * (~inside).unsqueeze(1).to(x.dtype)
+    ch, cw = _cutout_size(x, p.cutout)
+    ox = _expand(_randint(0, h + (1 - ch % 2), k, g, x.device), n)
+    oy = _expand(_randint(0, w + (1 - cw % 2), k, g, x.device), n)
+    return _cutout(x, ox, oy, p.cutout)
 
 
 DSA_GROUPS: dict[str, tuple[Callable, ...]] = {
@@ -168,6 +211,134 @@ class DSA:
             for op in DSA_GROUPS[group]:
                 x = op(x, k, generator, self.params)
         return x
+
+
+# --- IDC's DiffAug(batch=False), batched over models --------------------------------------------
+def _idc_crop_draw(n: int, h: int, w: int, g: torch.Generator, p: DSAParams) -> tuple[torch.Tensor, ...]:
+    sx, sy = int(h * p.crop + 0.5), int(w * p.crop + 0.5)
+    return _randint(-sx, sx + 1, n, g, g.device), _randint(-sy, sy + 1, n, g, g.device)
+
+
+def _idc_translate_draw(n: int, h: int, w: int, g: torch.Generator, p: DSAParams) -> tuple[torch.Tensor, ...]:
+    sy = int(w * p.crop + 0.5)
+    return (_randint(-sy, sy + 1, n, g, g.device),)
+
+
+def _idc_scale_draw(n: int, h: int, w: int, g: torch.Generator, p: DSAParams) -> tuple[torch.Tensor, ...]:
+    lo = 1.0 / p.scale
+    return _rand(n, g, g.device) * (p.scale - lo) + lo, _rand(n, g, g.device) * (p.scale - lo) + lo
+
+
+def _idc_rotate_draw(n: int, h: int, w: int, g: torch.Generator, p: DSAParams) -> tuple[torch.Tensor, ...]:
+    return ((_rand(n, g, g.device) - 0.5) * 2 * p.rotate / 180 * math.pi,)
+
+
+# The ops of which DiffAug applies one per call: name -> (draw (n, h, w, generator, params), apply (x, draws)).
+IDC_CHOICE_OPS: dict[str, tuple[Callable[..., tuple[torch.Tensor, ...]], Callable[..., torch.Tensor]]] = {
+    "crop": (_idc_crop_draw, lambda x, d: _shift(x, d[0], d[1])),
+    "scale": (_idc_scale_draw, lambda x, d: _affine(x, _scale_theta(d[0], d[1]))),
+    "rotate": (_idc_rotate_draw, lambda x, d: _affine(x, _rotate_theta(d[0]))),
+    "translate": (_idc_translate_draw, lambda x, d: _shift(x, torch.zeros_like(d[0]), d[0])),
+}
+
+
+@dataclass(frozen=True)
+class IDCDraws:
+    """One call's random parameters, one entry per sample (N = models x batch)."""
+
+    flip: torch.Tensor | None  # (N,) U[0, 1): a sample is flipped where < prob_flip
+    color: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None  # (N,) each U[0, 1): brightness, saturation, contrast
+    choice: torch.Tensor | None  # (N,) long index into IDCAugment.choices, equal within one model's samples
+    params: dict[str, tuple[torch.Tensor, ...]]  # per distinct choice op: crop (tx, ty), scale (sx, sy),
+    # rotate (angle,), translate (ty,)
+    cutout: tuple[torch.Tensor, torch.Tensor] | None  # (N,) centre row and column of the square
+
+
+class IDCAugment:
+    """IDC's evaluation / network-update augmentation ``DiffAug(strategy, batch=False)``, on the device.
+
+    Kim et al., "Dataset Condensation via Efficient Synthetic-Data Parameterization", ICML 2022;
+    snu-mllab/Efficient-Dataset-Condensation ``misc/augment.py`` (``__call__`` lines 53-83), built by
+    ``train.py:122`` for evaluation (YOCO's ``train.py:80`` and ``get_training_dynamics.py:368`` are the
+    same). Unlike VICO's DSA mode ``S`` (one group per call), each call applies, in this order:
+
+    1. ``flip`` (if listed): per sample with p 0.5 (``flip_fn``, ``torch.rand(N) < 0.5``);
+    2. ``color`` (if listed): brightness x + (b - 0.5), saturation (x - m_c) 2s + m_c, contrast
+       (x - m) (c + 0.5) + m, with b, s, c ~ U[0, 1) per sample;
+    3. **one** op drawn uniformly **per call** (``np.random.randint``) from the other listed ops
+       (crop / scale / rotate / translate, in strategy order, repeats counted), with per-sample parameters:
+       crop integer shifts in [-round(0.125 H), round(0.125 H)] with zero fill; scale grid factors
+       sx, sy ~ U[1/1.2, 1.2]; rotation U[-15, 15] degrees (bilinear ``grid_sample``, zero padding,
+       ``align_corners=False``); translate a column shift as crop's;
+    4. ``cutout`` (if listed): a square of side round(0.5 H) centred per sample, clipped, set to 0. IDC and
+       YOCO drop ``cutout`` from the strategy when CutMix is on (``argument.py:451``), as the presets do.
+
+    All ops work on normalised pixels without clipping; the constants are :class:`DSAParams`'. With
+    ``models = K`` the batch is K models' batches stacked (K*B samples) and step 3 draws one op per model,
+    so the K runs stay independent. Every op of step 3 is computed on the whole batch and a per-sample
+    ``where`` keeps the drawn one: a fixed number of draws per call, no host synchronisation.
+    """
+
+    FLAGS = ("flip", "color", "cutout")
+
+    def __init__(self, strategy: str, params: DSAParams = DSAParams()) -> None:
+        s = strategy.lower()
+        parts = [] if s in ("", "none") else [a for a in s.split("_") if a]
+        unknown = [a for a in parts if a not in self.FLAGS and a not in IDC_CHOICE_OPS]
+        if unknown:
+            raise ConfigError(f"IDC augmentation {strategy!r}: unknown ops {unknown} "
+                              f"(known: {sorted((*self.FLAGS, *IDC_CHOICE_OPS))})")
+        self.strategy, self.params = strategy, params
+        self.flip, self.color, self.cutout = (f in parts for f in self.FLAGS)
+        self.choices = tuple(a for a in parts if a not in self.FLAGS)
+        self._ops = tuple(dict.fromkeys(self.choices))  # distinct, in strategy order
+        self._op_of_choice = torch.tensor([self._ops.index(a) for a in self.choices], dtype=torch.long)
+        self._op_on: dict[torch.device, torch.Tensor] = {}  # that table per device: copied once, not per call
+
+    def __repr__(self) -> str:
+        return f"IDCAugment({self.strategy!r})"
+
+    def draw(self, n: int, h: int, w: int, generator: torch.Generator, models: int = 1) -> IDCDraws:
+        """The parameters of one call on ``n`` samples of size ``h`` x ``w`` (``models`` batches of n / models)."""
+        if models < 1 or n % models:
+            raise ConfigError(f"IDC augmentation: a batch of {n} samples does not split into {models} models")
+        g, p = generator, self.params
+        flip = _rand(n, g, g.device) if self.flip else None
+        color = (_rand(n, g, g.device), _rand(n, g, g.device), _rand(n, g, g.device)) if self.color else None
+        choice, params = None, {}
+        if self.choices:
+            choice = torch.randint(len(self.choices), (models,), generator=g, device=g.device)
+            choice = choice.repeat_interleave(n // models)
+            params = {name: IDC_CHOICE_OPS[name][0](n, h, w, g, p) for name in self._ops}
+        cutout = None
+        if self.cutout:
+            ch, cw = int(h * p.cutout + 0.5), int(w * p.cutout + 0.5)
+            cutout = (_randint(0, h + (1 - ch % 2), n, g, g.device), _randint(0, w + (1 - cw % 2), n, g, g.device))
+        return IDCDraws(flip, color, choice, params, cutout)
+
+    def apply(self, x: torch.Tensor, d: IDCDraws) -> torch.Tensor:
+        """Transform ``x`` (N, C, H, W) with the parameters ``d`` (a pure function of both)."""
+        n, dev, p = x.shape[0], x.device, self.params
+        if d.flip is not None:
+            x = torch.where((d.flip.to(dev) < p.prob_flip).view(n, 1, 1, 1), x.flip(3), x)
+        if d.color is not None:
+            b, s, c = (t.to(dev).view(n, 1, 1, 1) for t in d.color)
+            x = _contrast(_saturation(_brightness(x, b, p.brightness), s, p.saturation), c, p.contrast)
+        if d.choice is not None:
+            if dev not in self._op_on:
+                self._op_on[dev] = self._op_of_choice.to(dev)
+            op = self._op_on[dev][d.choice.to(dev)].view(n, 1, 1, 1)
+            out = x
+            for j, name in enumerate(self._ops):
+                y = IDC_CHOICE_OPS[name][1](x, tuple(t.to(dev) for t in d.params[name]))
+                out = torch.where(op == j, y, out)
+            x = out
+        if d.cutout is not None:
+            x = _cutout(x, d.cutout[0].to(dev), d.cutout[1].to(dev), p.cutout)
+        return x
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator, models: int = 1) -> torch.Tensor:
+        return self.apply(x, self.draw(x.shape[0], x.shape[2], x.shape[3], generator, models))
 
 
 # --- the DC paper's augmentation (VICO utils.augment), batched -----------------------------------
@@ -273,24 +444,98 @@ def cutmix(x: torch.Tensor, generator: torch.Generator, beta: float = 1.0
     return mixed, partner, lam
 
 
-# --- ZCA (as MTT/KIP: kornia ZCAWhitening, eps 0.1, fitted on normalized real training images) -----
+# --- ZCA whitening: MTT's (kornia ZCAWhitening) and KIP's (layer-normed, trace-scaled) ---------------
+ZCA_FIT_SPACES = ("pixel", "normalized")
+ZCA_IMPLS = {"kornia.enhance.ZCAWhitening": "kornia", "kip": "kip"}  # recorded "impl" -> kind
+
+
 class ZCA:
-    """ZCA whitening fitted on the real training split; ``forward`` whitens, ``inverse`` undoes it."""
+    """ZCA whitening fitted on the real training split; ``__call__`` whitens, ``inverse`` undoes it.
 
-    def __init__(self, eps: float = 0.1) -> None:
-        import kornia
+    ``fit`` and ``__call__`` take images in ``fit_space`` ('pixel' = [0, 1], or 'normalized').
 
-        self.eps = eps
-        self._zca = kornia.enhance.ZCAWhitening(eps=eps, compute_inv=True)
+    - ``kind='kornia'``: ``kornia.enhance.ZCAWhitening(eps, compute_inv=True)``: mu = mean(X),
+      Sigma = (X - mu)^T (X - mu) / (N - 1) = U S U^T, z = (x - mu) U (S + eps)^-1/2 U^T. MTT
+      (utils.py ``get_dataset``, ``--zca``) fits it with eps 0.1 on ``ToTensor()`` pixels in [0, 1]
+      with no ``Normalize`` -> ``fit_space='pixel'``; its ``images_best.pt`` live in that space.
+    - ``kind='kip'``: KIP's ``zca_normalize`` (google-research ``kip/nn_training.ipynb``,
+      ``_get_whitening_transform`` / ``_get_preprocess_op``): standardize each channel with the fit
+      data's mean/std (population), then per image subtract the mean over all D features and divide
+      by the L2 norm; Sigma = X^T X / N (uncentred), lam = eps * tr(Sigma) / D,
+      W = U (S + lam)^-1/2 U^T with the factors past the N-th largest eigenvalue set to 1 when N < D;
+      z = x W. Per-channel standardization makes the fit space immaterial. Not invertible.
+    """
 
-    def fit(self, normalized_train: torch.Tensor) -> ZCA:
-        self._zca.fit(normalized_train.float())
+    def __init__(self, eps: float = 0.1, *, fit_space: str = "normalized", kind: str = "kornia") -> None:
+        if fit_space not in ZCA_FIT_SPACES:
+            raise ConfigError(f"ZCA fit_space={fit_space!r}, expected one of {ZCA_FIT_SPACES}")
+        if kind not in ZCA_IMPLS.values():
+            raise ConfigError(f"ZCA kind={kind!r}, expected one of {sorted(set(ZCA_IMPLS.values()))}")
+        self.eps, self.fit_space, self.kind = float(eps), fit_space, kind
+        self._zca = None
+        self._kip: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # channel mean, std, W
+        if kind == "kornia":
+            import kornia
+
+            self._zca = kornia.enhance.ZCAWhitening(eps=self.eps, compute_inv=True)
+
+    @classmethod
+    def from_record(cls, record: dict) -> ZCA:
+        """The whitening a condensed set's ``zca`` record describes: ``{"impl", "eps", "fit": "<space> train"}``
+        (``fit`` defaults to 'normalized train' and ``impl`` to kornia, as sets written before it was recorded)."""
+        impl = record.get("impl", "kornia.enhance.ZCAWhitening")
+        fit = str(record.get("fit", "normalized train"))
+        space = fit.split()[0] if fit.endswith(" train") else ""
+        if impl not in ZCA_IMPLS or space not in ZCA_FIT_SPACES:
+            raise ConfigError(f"zca record {record}: impl must be one of {sorted(ZCA_IMPLS)} and fit one of "
+                              f"{[s + ' train' for s in ZCA_FIT_SPACES]}")
+        return cls(float(record.get("eps", 0.1)), fit_space=space, kind=ZCA_IMPLS[impl])
+
+    def fit(self, train: torch.Tensor) -> ZCA:
+        if self._zca is not None:
+            self._zca.fit(train.float())
+            return self
+        n, d, dev = train.shape[0], train[0].numel(), train.device
+        s1 = torch.zeros(train.shape[1], dtype=torch.float64, device=dev)
+        s2 = torch.zeros_like(s1)
+        for chunk in torch.split(train, 4096):  # chunks: a float64 copy of a whole split is GBs
+            c = chunk.double()
+            s1 += c.sum(dim=(0, 2, 3))
+            s2 += c.square().sum(dim=(0, 2, 3))
+        m = n * train.shape[2] * train.shape[3]
+        mean = s1 / m
+        std = (s2 / m - mean.square()).clamp_min(0).sqrt()
+        cov = torch.zeros(d, d, dtype=torch.float64, device=dev)
+        for chunk in torch.split(train, 4096):
+            f = self._kip_flat(chunk, mean, std)
+            cov += f.T @ f
+        cov /= n
+        lam = self.eps * torch.trace(cov) / d
+        evals, evecs = torch.linalg.eigh(cov + lam * torch.eye(d, dtype=cov.dtype, device=cov.device))
+        evals, evecs = evals.flip(0), evecs.flip(1)  # descending, as KIP's SVD
+        inv_sqrt = evals.clamp_min(torch.finfo(evals.dtype).tiny).rsqrt()
+        if n < d:
+            inv_sqrt[n:] = 1.0
+        self._kip = (mean, std, (evecs * inv_sqrt) @ evecs.T)
         return self
 
+    @staticmethod
+    def _kip_flat(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        f = ((x.double() - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)).flatten(1)
+        f = f - f.mean(dim=1, keepdim=True)
+        return f / f.norm(dim=1, keepdim=True)
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self._zca(x.float(), include_fit=False)
+        if self._zca is not None:
+            return self._zca(x.float(), include_fit=False)
+        if self._kip is None:
+            raise ConfigError("ZCA: call fit() on the real training split first")
+        mean, std, w = self._kip
+        return (self._kip_flat(x, mean, std) @ w).float().view(x.shape)
 
     def inverse(self, x: torch.Tensor) -> torch.Tensor:
+        if self._zca is None:
+            raise ConfigError("KIP's ZCA is not invertible (each image is layer-normed before whitening)")
         return self._zca.inverse_transform(x.float())
 
 
@@ -306,3 +551,74 @@ def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torc
     out = padded.flatten(2).gather(2, idx).view_as(x)
     flip = (torch.rand(n, generator=generator, device=generator.device) < 0.5).to(x.device).view(n, 1, 1, 1)
     return torch.where(flip, out.flip(3), out)
+
+
+# --- the augmentation registry: Protocol.augment -> a batched augmenter -----------------------------
+class AugmentSpec(TypingProtocol):
+    """The fields of :class:`harness.train.Protocol` an augmentation reads."""
+
+    augment: str
+    dsa_strategy: str
+    dc_strategy: str
+
+
+Augmenter = Callable[[torch.Tensor, torch.Generator, int], torch.Tensor]
+"""``(x, generator, models) -> x``: ``x`` is ``models`` batches stacked along dim 0; 1 for one model."""
+
+AUGMENTS: Registry[Callable[[AugmentSpec, bool], Augmenter]] = Registry("augmentation")
+
+
+def register_augment(name: str):
+    """Register ``factory(spec, ensemble) -> Augmenter`` under a ``Protocol.augment`` name."""
+    return AUGMENTS.register(name)
+
+
+def list_augments() -> list[str]:
+    return AUGMENTS.names()
+
+
+def create_augment(spec: AugmentSpec, *, ensemble: bool = False) -> Augmenter:
+    """The augmenter ``spec.augment`` names; ``ensemble=True`` for :func:`harness.ensemble.fit_ensemble`."""
+    return AUGMENTS.get(spec.augment)(spec, ensemble)
+
+
+def _one_model(fn: Callable[[torch.Tensor, torch.Generator], torch.Tensor], what: str) -> Augmenter:
+    def aug(x: torch.Tensor, g: torch.Generator, models: int = 1) -> torch.Tensor:
+        if models != 1:
+            raise ConfigError(f"augmentation {what}: the sequential form takes one model's batch, got {models}")
+        return fn(x, g)
+    return aug
+
+
+@register_augment("none")
+def _augment_none(spec: AugmentSpec, ensemble: bool) -> Augmenter:
+    return lambda x, g, models=1: x
+
+
+@register_augment("dsa")
+def _augment_dsa(spec: AugmentSpec, ensemble: bool) -> Augmenter:
+    """VICO's DSA, mode ``S`` (one op group per call): per model in an ensemble (``EnsembleDSA``)."""
+    if ensemble:
+        from harness.ensemble import EnsembleDSA  # harness.ensemble imports this module: import on use
+
+        edsa = EnsembleDSA(spec.dsa_strategy)
+        return lambda x, g, models=1: edsa(x, models, g)
+    return _one_model(DSA(spec.dsa_strategy), "dsa")
+
+
+@register_augment("idc")
+def _augment_idc(spec: AugmentSpec, ensemble: bool) -> Augmenter:
+    """IDC's ``DiffAug(dsa_strategy, batch=False)`` (:class:`IDCAugment`); the op choice is per model."""
+    return IDCAugment(spec.dsa_strategy)
+
+
+@register_augment("dc")
+def _augment_dc(spec: AugmentSpec, ensemble: bool) -> Augmenter:
+    """DC's augmentation; its crop fill is a per-batch mean, so an ensemble batch is split per model."""
+    dc = DCAugment(spec.dc_strategy)
+    return lambda x, g, models=1: dc(x, g) if models == 1 else torch.cat([dc(c, g) for c in x.chunk(models)])
+
+
+@register_augment("crop_flip")
+def _augment_crop_flip(spec: AugmentSpec, ensemble: bool) -> Augmenter:
+    return lambda x, g, models=1: crop_flip(x, g)

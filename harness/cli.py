@@ -8,41 +8,167 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import json
+import math
+import os
+import re
 import sys
-from collections.abc import Sequence
+import typing
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from harness.errors import DDBenchError
+from harness.errors import ConfigError, DDBenchError
 from harness.registry import UnknownNameError
 
 COMMAND_MODULES: tuple[str, ...] = ("harness.commands", "harness.bench.commands", "harness.pruning.commands",
                                     "adapters.loaders.commands", "adapters.condense.commands")
 
 
+# --- typed option values: argparse ``type=`` helpers ------------------------------------------------
+# Every numeric option of every command uses one of these, so a bad value is refused by the parser
+# (exit 2, one line naming the option) before any work starts, and an explicit value such as 0 is
+# never mistaken for "not given" (handlers compare with ``is None``).
+INT_MAX = 2**31 - 1  # seeds and counts pass through int32 in torch/numpy
+_INT_TEXT = re.compile(r"\s*[+-]?[0-9]+\s*", re.ASCII)
+_FLOAT_TEXT = re.compile(r"\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*", re.ASCII)
+
+
+def int_in(lo: int | None = None, hi: int | None = INT_MAX, what: str | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in [lo, hi]."""
+    desc = what or (f"an integer in [{lo}, {hi}]" if lo is not None else f"an integer <= {hi}")
+
+    def parse(text: str) -> int:
+        if not isinstance(text, str) or not _INT_TEXT.fullmatch(text):  # no '1_000', no '٣', no '0x10'
+            raise argparse.ArgumentTypeError(f"expected {desc}, got {text!r}")
+        v = int(text)
+        if lo is not None and v < lo:
+            raise argparse.ArgumentTypeError(f"expected {desc}, got {text!r}")
+        if hi is not None and v > hi:
+            raise argparse.ArgumentTypeError(f"expected {desc} (at most {hi}), got {text!r}")
+        return v
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def float_in(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False,
+             what: str | None = None) -> Callable[[str], float]:
+    """An argparse type: a finite number in the interval (ends open or closed, None = unbounded)."""
+    if what is None:
+        a = "(" if lo_open or lo is None else "["
+        b = ")" if hi_open or hi is None else "]"
+        what = f"a number in {a}{'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'}{b}"
+
+    def parse(text: str) -> float:
+        if not isinstance(text, str) or not _FLOAT_TEXT.fullmatch(text):  # plain decimals only: no nan, inf, '1_0'
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        v = float(text)
+        bad = (not math.isfinite(v) or (lo is not None and (v <= lo if lo_open else v < lo))
+               or (hi is not None and (v >= hi if hi_open else v > hi)))
+        if bad:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return v
+
+    parse.__name__ = "number"
+    return parse
+
+
+positive_int = int_in(1, what="a positive integer")
+nonneg_int = int_in(0, what="a non-negative integer")
+seed_int = int_in(0, INT_MAX, what=f"a seed in [0, {INT_MAX}]")
+positive_float = float_in(0, lo_open=True, what="a positive number")
+fraction_open = float_in(0, 1, lo_open=True, hi_open=True)  # (0, 1)
+keep_fraction = float_in(0, 1, lo_open=True)  # (0, 1]
+prune_fraction = float_in(0, 1, hi_open=True)  # [0, 1)
+
+
+def device_arg(text: str) -> str:
+    """An argparse type: a torch device string that exists on this machine (cuda needs a visible GPU)."""
+    import torch
+
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError, TypeError):
+        raise argparse.ArgumentTypeError(f"expected a torch device (cpu, cuda, cuda:1, mps), got {text!r}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{text!r}: CUDA is not available on this machine "
+                                             "(torch.cuda.is_available() is False); use cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(f"{text!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise argparse.ArgumentTypeError(f"{text!r}: MPS is not available on this machine; use cpu")
+    elif dev.type != "cpu":
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda[:N] or mps, got {text!r}")
+    return text
+
+
 def common_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", default=None, help="dataset root (default: $DDBENCH_DATA)")
     p.add_argument("--download", action="store_true", help="let torchvision download missing datasets")
     p.add_argument("--cache-dir", default=None, help="cache decoded datasets here (default: $DDBENCH_CACHE)")
-    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1 ...)")
+    p.add_argument("--device", default="cpu", type=device_arg, help="torch device (cpu, cuda, cuda:1 ...)")
 
 
-def parse_params(items: Sequence[str] | None) -> dict[str, object]:
-    """``key=value`` pairs; values are parsed as JSON when they can be (numbers, lists, true/false)."""
+def parse_params(items: Sequence[str] | None, option: str = "--param") -> dict[str, object]:
+    """``key=value`` pairs; values are parsed as JSON when they can be (numbers, lists, true/false).
+
+    NaN/Infinity are refused (JSON would accept them); a key given twice is refused rather than
+    silently keeping the last.
+    """
     out: dict[str, object] = {}
     for item in items or ():
-        if "=" not in item:
-            raise DDBenchError(f"--param {item!r}: expected key=value")
-        k, v = item.split("=", 1)
+        k, sep, v = item.partition("=")
+        k = k.strip()
+        if not sep or not k:
+            raise ConfigError(f"{option} {item!r}: expected key=value")
+        if k in out:
+            raise ConfigError(f"{option} {k!r} given twice")
         try:
-            out[k] = json.loads(v)
+            out[k] = json.loads(v, parse_constant=_no_constant)
         except json.JSONDecodeError:
             out[k] = v
+        except ValueError as e:
+            raise ConfigError(f"{option} {item!r}: {e}") from None
     return out
 
 
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a finite number")
+
+
+def checked_params(target: object, items: Sequence[str] | None, option: str = "--param", *,
+                   exclude: tuple[str, ...] = ()) -> dict[str, object]:
+    """``key=value`` pairs checked against a config dataclass or a function's keyword parameters
+    (names, types, ranges: :func:`harness.validate.check_values`)."""
+    from harness.validate import check_values
+
+    return check_values(target, parse_params(items, option), option, exclude=exclude)
+
+
+def check_set_geometry(cs: typing.Any, where: str) -> None:
+    """Refuse a condensed set (a ``CondensedSet``) whose images do not have its dataset's channels and size."""
+    from harness.data import get_spec
+
+    spec = get_spec(cs.dataset)
+    shape = tuple(cs.images.shape[1:])
+    if shape != tuple(spec.geometry):
+        raise ConfigError(f"{where}: images are {shape} (C, H, W), but its dataset {cs.dataset} "
+                          f"is {tuple(spec.geometry)}; this set cannot be evaluated against {cs.dataset}")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr (``ddbench CMD: error: ...``), exit 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        message = " ".join(message.split())  # a value holding a newline must not break the one line
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="ddbench", description="dataset distillation and data pruning benchmarks: "
                                     "condense, shrink, coreset, evaluate, tables")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -52,19 +178,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit status (2: bad input, printed as one line on stderr)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a bad option (2, one line already printed)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        rc = int(args.func(args) or 0)
+        sys.stdout.flush()
+        return rc
     except (DDBenchError, UnknownNameError) as e:
-        print(f"ddbench {args.command}: error: {e}", file=sys.stderr)
+        msg = " ".join(str(e).split())  # one line, even for messages that carry a command
+        print(f"ddbench {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `ddbench inspect DIR | head`: the reader left; stop quietly
+        _silence_stdout()
+        return 141
     except KeyboardInterrupt:
         print(f"ddbench {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass
 
 
 def write_json_out(path: str | None, obj: object) -> None:
@@ -73,6 +219,43 @@ def write_json_out(path: str | None, obj: object) -> None:
 
         atomic_write_json(Path(path), obj)
         print(f"wrote {path}")
+
+
+# --- outputs: checked before any work starts (harness.io) -------------------------------------------
+def tell_leftovers(target: str | os.PathLike) -> None:
+    """Clean the leftovers of killed writes next to ``target`` and say what was found (stderr)."""
+    from harness.io import clean_leftovers
+
+    for note in clean_leftovers(target):
+        print(f"ddbench: {note}", file=sys.stderr)
+
+
+def check_out_file(path: str | None, option: str = "--out") -> None:
+    """A file output (JSON, .npy): not a folder, its folder writable; leftovers next to it cleaned."""
+    if path:
+        from harness.io import check_output_file
+
+        tell_leftovers(check_output_file(path, option))
+
+
+def check_out_root(path: str | None, option: str) -> None:
+    """A folder ddbench fills with its own layout (results, workdir, reports): new or an existing folder."""
+    if path:
+        from harness.io import check_output_root
+
+        check_output_root(path, option)
+
+
+def check_set_out(path: str, *, overwrite: bool, sources: Sequence[str | os.PathLike] = (),
+                  is_ours: Callable[[Path], bool] | None = None, option: str = "--out") -> Path:
+    """A condensed-set output: new, empty, or a condensed set replaced only with ``--overwrite``; never the
+    command's own source, never a folder with other files. Returns the resolved path to write."""
+    from condensed.set import is_condensed_dir
+    from harness.io import check_output_dir
+
+    tell_leftovers(Path(path).resolve())  # first: it may put back a set a killed write had moved aside
+    return check_output_dir(path, what="condensed set", is_ours=is_ours or is_condensed_dir, overwrite=overwrite,
+                            sources=sources, option=option)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import torch
 
-from harness.cli import common_data_args, parse_params, write_json_out
+from harness.cli import (
+    check_out_file,
+    check_set_geometry,
+    checked_params,
+    common_data_args,
+    nonneg_int,
+    positive_int,
+    seed_int,
+    write_json_out,
+)
 from harness.data import get_spec, list_datasets, load_dataset
 from harness.errors import ConfigError
 from harness.evaluate import EvalResult, evaluate_set, random_per_class
@@ -20,27 +29,29 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--set", help="a condensed-set directory (images.safetensors + meta.json) or a VICO res_*.pt")
     src.add_argument("--dataset", help="evaluate a subset of this dataset's training split (with --ipc)")
-    p.add_argument("--ipc", type=int, help="images per class for --dataset")
+    p.add_argument("--ipc", type=positive_int, help="images per class for --dataset")
     p.add_argument("--select", default="random", choices=["random"], help="how to pick the real subset")
-    p.add_argument("--experiment", type=int, default=None, help="VICO file: one experiment (default: all)")
+    p.add_argument("--experiment", type=nonneg_int, default=None, help="VICO file: one experiment (default: all)")
     p.add_argument("--protocol", default="vico-dc", help=f"one of {', '.join(list_protocols())}")
     p.add_argument("--model", default=None, help="evaluation model (default: the protocol's)")
-    p.add_argument("--runs", type=int, default=5, help="models trained per set (per experiment)")
-    p.add_argument("--epochs", type=int, default=None, help="override the protocol's epochs (say so when reporting)")
+    p.add_argument("--runs", type=positive_int, default=None,
+                   help="models trained per set (per experiment; default: the protocol's, 5)")
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help="override the protocol's epochs (say so when reporting)")
     p.add_argument("--param", action="append", help="other protocol overrides, key=value (e.g. precision=bf16)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--out", default=None, help="write the result JSON here")
     p.add_argument("--path", default="auto", choices=["auto", "ensemble", "sequential"],
                    help="auto: vmap ensemble of the runs on CUDA, sequential on CPU")
     p.add_argument("--precision", default=None, choices=["fp32", "bf16"], help="default: the protocol's (fp32)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (pays off for long runs)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is best on a shared CPU)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (1 is best on a shared CPU)")
     common_data_args(p)
     p.set_defaults(func=cmd_evaluate)
 
     q = sub.add_parser("quickstart", help="a few-minute CPU tour on the embedded mnist5k digits")
-    q.add_argument("--runs", type=int, default=2)
-    q.add_argument("--epochs", type=int, default=150)
+    q.add_argument("--runs", type=positive_int, default=2)
+    q.add_argument("--epochs", type=positive_int, default=150)
     q.set_defaults(func=cmd_quickstart)
 
     for name, fn, helptext in (("datasets", cmd_datasets, "list registered datasets"),
@@ -53,11 +64,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _protocol(args: argparse.Namespace, dataset: str):
-    overrides = parse_params(args.param)
-    if args.model:
-        overrides["model"] = args.model
-    if args.epochs:
-        overrides["epochs"] = args.epochs
+    """The protocol with every override applied and checked (names, types, ranges) before any training.
+
+    ``--runs``/``--epochs``/``--model``/``--precision`` become protocol fields, so the recorded protocol is
+    the one that ran (``runs: 1`` after ``--runs 1``).
+    """
+    from harness.train import Protocol
+    from harness.validate import check_model_name
+
+    overrides = checked_params(Protocol, args.param, exclude=("name",))
+    for key in ("model", "epochs", "runs", "precision"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    if "model" in overrides:
+        check_model_name(str(overrides["model"]), "--model" if args.model is not None else "--param model")
     return get_protocol(args.protocol, dataset, **overrides)
 
 
@@ -66,6 +86,9 @@ def _load_sets(path: Path, experiment: int | None):
     from condensed import load_condensed
 
     if path.is_dir():
+        if experiment is not None:
+            raise ConfigError(f"--experiment {experiment}: {path} is a condensed-set directory (one set), "
+                              "not a VICO .pt file")
         return [load_condensed(path)]
     if path.suffix == ".pt":
         return load_published("vico", path, experiment=experiment)
@@ -75,12 +98,12 @@ def _load_sets(path: Path, experiment: int | None):
 def _evaluator(args: argparse.Namespace):
     from harness.fasteval import evaluate_fast
 
-    if args.threads:
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
 
     def run(train, test, proto, *, seed: int, zca=None) -> EvalResult:
-        return evaluate_fast(train, test, proto, runs=args.runs, seed=seed, device=args.device, path=args.path,
-                             precision=args.precision, compile=args.compile, zca=zca)
+        return evaluate_fast(train, test, proto, runs=proto.runs, seed=seed, device=args.device, path=args.path,
+                             precision=proto.precision, compile=args.compile, zca=zca)
 
     return run
 
@@ -88,15 +111,21 @@ def _evaluator(args: argparse.Namespace):
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from condensed import prepare_for_eval
 
+    check_out_file(args.out)  # a folder or unwritable --out fails now, not after the evaluation
     evaluate = _evaluator(args)
     results: list[EvalResult] = []
     report: dict = {"versions": versions(), "git": git_revision()}
-    if args.set:
+    if args.set is not None:
+        if args.ipc is not None:
+            raise ConfigError("--ipc is for --dataset; a --set has its own IPC")
+        get_protocol(args.protocol, "cifar10")  # an unknown --protocol fails before reading anything
         sets = _load_sets(Path(args.set), args.experiment)
         dataset = sets[0].dataset
+        for i, cs in enumerate(sets):
+            check_set_geometry(cs, f"--set {args.set}" + (f" (experiment {i})" if len(sets) > 1 else ""))
+        proto = _protocol(args, dataset)
         test = load_dataset(dataset, "test", data_root=args.data_root, download=args.download,
                             cache_dir=args.cache_dir)
-        proto = _protocol(args, dataset)
         print(f"{args.set}: {len(sets)} set(s), {sets[0].method} on {dataset}, IPC {sets[0].ipc}, "
               f"space {sets[0].space}")
         for i, cs in enumerate(sets):
@@ -106,12 +135,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             results.append(r)
         report["source"] = {"set": str(args.set), "checksums": [s.checksum() for s in sets]}
     else:
-        if not args.ipc:
+        if args.ipc is None:
             raise ConfigError("--dataset needs --ipc K (images per class)")
+        if args.experiment is not None:
+            raise ConfigError("--experiment is for a VICO --set file")
         dataset = args.dataset
+        get_spec(dataset)  # an unknown dataset fails before anything else
+        proto = _protocol(args, dataset)
         kw = {"data_root": args.data_root, "download": args.download, "cache_dir": args.cache_dir}
         train, test = load_dataset(dataset, "train", **kw), load_dataset(dataset, "test", **kw)
-        proto = _protocol(args, dataset)
         idx = random_per_class(train.labels, args.ipc, args.seed, train.num_classes)
         r = evaluate(train.subset(idx), test, proto, seed=args.seed)
         print(f"{dataset} random {args.ipc} per class: {r}")
@@ -162,6 +194,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_protocols(args: argparse.Namespace) -> int:
+    get_spec(args.dataset)  # presets depend on the dataset: an unknown one is an error, not a silent default
     for name in list_protocols():
         print(get_protocol(name, args.dataset).describe())
     return 0

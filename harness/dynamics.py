@@ -24,10 +24,13 @@ A sample not seen in an epoch gets NaN in that epoch's row.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,8 @@ import torch.nn.functional as F
 
 from harness.errors import ConfigError, FormatError
 from harness.io import atomic_write_json
+
+_log = logging.getLogger("ddbench.dynamics")
 
 STATS = ("target_prob", "logit_margin", "prob_margin", "loss", "correct", "el2n", "entropy", "kl_prev")
 FORMAT = "ddbench-dynamics"
@@ -167,19 +172,26 @@ class Dynamics:
         meta = _read_meta(d)
         if meta is None:
             raise FormatError(f"{d}: no {META}; not a ddbench dynamics directory (see docs/dynamics.md)")
-        n, c = int(meta["n"]), int(meta["num_classes"])
+        try:
+            n, c, _ = int(meta["n"]), int(meta["num_classes"]), int(meta["epochs_done"])
+            names = [str(s) for s in meta["stats"]]
+        except (KeyError, TypeError, ValueError) as e:
+            raise FormatError(f"{d / META}: missing or malformed entry ({e!r})") from None
         stats = {}
-        for s in meta["stats"]:
+        for s in names:
             f = d / f"{s}.npy"
             try:
                 arr = np.load(f, mmap_mode="r")
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, EOFError) as e:
                 raise FormatError(f"{f}: cannot read ({e}); expected a float32 (epochs, {n}) .npy") from None
             if arr.ndim != 2 or arr.shape[1] != n or arr.shape[0] < meta["epochs_done"]:
                 raise FormatError(f"{f}: shape {arr.shape}, expected (>= {meta['epochs_done']}, {n})")
             stats[s] = arr
         logits = np.load(d / "logits.npy", mmap_mode="r") if meta.get("keep_logits") else None
-        labels = np.load(d / "labels.npy")
+        try:
+            labels = np.load(d / "labels.npy", allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
+            raise FormatError(f"{d / 'labels.npy'}: cannot read ({e}); expected ({n},) int64 labels") from None
         if labels.shape != (n,):
             raise FormatError(f"{d / 'labels.npy'}: shape {labels.shape}, expected ({n},)")
         return cls(n=n, num_classes=c, labels=labels, epochs=meta["epochs_done"], stats=stats, logits=logits,
@@ -382,6 +394,34 @@ class DynamicsRecorder:
                         logits=logits, meta={"config": self.meta, "epochs_done": e, "finished": self.finished})
 
 
+LOCK = ".lock"
+# temporaries the recorder writes inside its folder (exact names; removed under the lock after a kill)
+_TMP_NAMES = re.compile(rf"\.(?:(?:{'|'.join(STATS)}|logits)\.npy|_probs_e\d+\.npy|{re.escape(CHECKPOINT)})\.tmp")
+
+
+@contextlib.contextmanager
+def dynamics_lock(out_dir: str | Path) -> Iterator[None]:
+    """Hold the lock of a dynamics folder (``<out_dir>/.lock``, :mod:`harness.locks`) for the block.
+
+    Only one process records into a folder at a time: another one waits (sleep and retry) until the
+    holder finishes or dies, then finds the run finished (and reuses it) or resumes it. Temporaries a
+    killed recorder left inside the folder are removed once the lock is held.
+    """
+    from harness.locks import describe_owner, hold
+
+    d = Path(out_dir)
+    d.mkdir(parents=True, exist_ok=True)
+
+    def waiting(owner: dict | None) -> None:
+        _log.warning("%s: %s is recording these dynamics; waiting for it to finish", d, describe_owner(owner))
+
+    with hold(d / LOCK, on_wait=waiting):
+        for f in d.iterdir():
+            if _TMP_NAMES.fullmatch(f.name):
+                f.unlink(missing_ok=True)
+        yield
+
+
 def dynamics_config(train, protocol, *, seed: int, model: str | None = None) -> dict[str, Any]:
     """The config that identifies a dynamics run (and its cache key)."""
     name = train.name or "dataset"
@@ -405,34 +445,36 @@ def record_dynamics(train, protocol, *, seed: int, out_dir: str | Path | None, d
     config = dynamics_config(train, protocol, seed=seed, model=model)
     config["epochs"] = protocol.total_epochs
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        old = _read_meta(out)
-        if old is not None and old.get("config") == _jsonable(config) and old.get("finished"):
-            return Dynamics.open(out)
-    labels = train.labels.cpu().numpy()
-    rec = DynamicsRecorder(len(train), train.num_classes, out_dir=out, meta=config, keep_logits=keep_logits,
-                           labels=labels, checkpoint=out is not None)
-    arch = model or protocol.model
-    device = torch.device(device)
-    net = seeded_model(lambda: create_model(arch, num_classes=train.num_classes, in_chans=train.channels,
-                                            img_size=train.size), seed).to(device)
-    trainer = Trainer(net, protocol.with_(model=arch), seed=seed, hooks=[rec], progress=progress)
-    if out is not None and rec.epochs_done > 0:
-        ckpt = out / CHECKPOINT
-        if not ckpt.is_file():
-            raise FormatError(f"{out}: {rec.epochs_done} epochs recorded but {CHECKPOINT} is missing; "
-                              "delete the directory to start over")
-        state = torch.load(ckpt, map_location=device, weights_only=True)
-        trainer.load_state_dict(state)
-        if trainer.epoch == rec.epochs_done + 1:  # killed after the checkpoint, before the commit
-            rec.commit_epochs(trainer.epoch)
-        elif trainer.epoch != rec.epochs_done:
-            raise FormatError(f"{ckpt}: checkpoint at epoch {trainer.epoch}, dynamics at {rec.epochs_done}")
-    x = train.normalized().to(device)
-    y = train.labels.to(device)
-    trainer.fit(x, y, labels=y)
-    rec.finish()
-    return rec.dynamics()
+    with contextlib.ExitStack() as held:
+        if out is not None:
+            held.enter_context(dynamics_lock(out))  # one recorder per folder; others wait, then reuse or resume
+            old = _read_meta(out)
+            if old is not None and old.get("config") == _jsonable(config) and old.get("finished"):
+                return Dynamics.open(out)
+        labels = train.labels.cpu().numpy()
+        rec = DynamicsRecorder(len(train), train.num_classes, out_dir=out, meta=config, keep_logits=keep_logits,
+                               labels=labels, checkpoint=out is not None)
+        arch = model or protocol.model
+        device = torch.device(device)
+        net = seeded_model(lambda: create_model(arch, num_classes=train.num_classes, in_chans=train.channels,
+                                                img_size=train.size), seed).to(device)
+        trainer = Trainer(net, protocol.with_(model=arch), seed=seed, hooks=[rec], progress=progress)
+        if out is not None and rec.epochs_done > 0:
+            ckpt = out / CHECKPOINT
+            if not ckpt.is_file():
+                raise FormatError(f"{out}: {rec.epochs_done} epochs recorded but {CHECKPOINT} is missing; "
+                                  "delete the directory to start over")
+            state = torch.load(ckpt, map_location=device, weights_only=True)
+            trainer.load_state_dict(state)
+            if trainer.epoch == rec.epochs_done + 1:  # killed after the checkpoint, before the commit
+                rec.commit_epochs(trainer.epoch)
+            elif trainer.epoch != rec.epochs_done:
+                raise FormatError(f"{ckpt}: checkpoint at epoch {trainer.epoch}, dynamics at {rec.epochs_done}")
+        x = train.normalized().to(device)
+        y = train.labels.to(device)
+        trainer.fit(x, y, labels=y)
+        rec.finish()
+        return rec.dynamics()
 
 
 def import_logit_dumps(directory: str | Path, labels: np.ndarray, num_classes: int,
@@ -444,7 +486,6 @@ def import_logit_dumps(directory: str | Path, labels: np.ndarray, num_classes: i
     """
     d = Path(directory)
     labels = np.asarray(labels, dtype=np.int64)
-    n = labels.shape[0]
     if not d.is_dir():
         raise FormatError(f"{d}: no such directory (expected TDDS/DUAL dumps {{e}}_Output.npy + {{e}}_Index.npy)")
     epochs = set()
@@ -464,6 +505,15 @@ def import_logit_dumps(directory: str | Path, labels: np.ndarray, num_classes: i
     if labels.min(initial=0) < 0 or labels.max(initial=0) >= num_classes:
         raise FormatError(f"labels outside [0, {num_classes})")
     meta = {"source": str(d.resolve()), "format": "tdds-dual-dumps", "epochs": last + 1}
+    with contextlib.ExitStack() as held:
+        if out_dir is not None:
+            held.enter_context(dynamics_lock(out_dir))  # one importer per folder
+        return _feed_dumps(d, labels, num_classes, meta, out_dir, keep_logits)
+
+
+def _feed_dumps(d: Path, labels: np.ndarray, num_classes: int, meta: dict, out_dir: str | Path | None,
+                keep_logits: bool) -> Dynamics:
+    n, last = labels.shape[0], int(meta["epochs"]) - 1
     rec = DynamicsRecorder(n, num_classes, out_dir=out_dir, meta=meta, keep_logits=keep_logits, labels=labels)
     if rec.finished:
         return rec.dynamics()

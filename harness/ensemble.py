@@ -17,9 +17,10 @@ Each model keeps what makes the K runs independent:
 - its own augmentation draws. Augmentation runs on the whole ``(K*B, C, H, W)`` ensemble batch in one
   set of device ops with parameters drawn per sample from one ensemble generator (seeded from all the
   seeds), so each sample's parameters are independent draws from the reference distributions. In DSA
-  mode ``S`` (one op group per call) the group is drawn **per model and per step** (``randint`` of size
-  K), not once for the whole ensemble: one shared group would leave each model's marginal distribution
-  unchanged but would correlate the K runs and shrink the reported std. Every group is evaluated on
+  mode ``S`` (one op group per call) and in IDC's DiffAug (one of crop / scale / rotate per call) the
+  op is drawn **per model and per step** (``randint`` of size K), not once for the whole ensemble:
+  one shared group would leave each model's marginal distribution unchanged but would correlate the K
+  runs and shrink the reported std. Every group is evaluated on
   the full batch and a per-sample ``torch.where`` keeps the chosen one, so the number of random draws
   per step is fixed and nothing is read back to the host. These streams differ from the sequential
   Trainer's (whose draws depend on the chosen group), so with augmentation the two paths agree in
@@ -36,7 +37,6 @@ learning rates are Python floats computed from the step count; accuracies are re
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 
@@ -45,10 +45,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from harness.augment import DSA, DSA_GROUPS, DCAugment, crop_flip
+from harness.augment import DSA, DSA_GROUPS, create_augment
 from harness.errors import ConfigError
 from harness.models import has_running_stats
-from harness.train import Protocol, scheduled_lr
+from harness.train import Protocol, check_sample_weights, scheduled_lr
 
 __all__ = ["EnsembleDSA", "can_ensemble", "ensemble_aug_seed", "fit_ensemble", "lr_schedule"]
 
@@ -132,21 +132,27 @@ def ensemble_cutmix(x: torch.Tensor, models: int, generator: torch.Generator, p:
 
 
 # --- the loop ------------------------------------------------------------------------------------
-def lr_schedule(protocol: Protocol, steps_per_epoch: int) -> Callable[[int, int, float], float]:
-    """``lr(epoch, step, current)`` as :class:`harness.train.Trainer` computes it (pure Python floats)."""
-    steps_total = steps_per_epoch * protocol.total_epochs
+def lr_schedule(protocol: Protocol, steps_per_epoch: int, steps_total: int | None = None
+                ) -> Callable[[int, int, float], float]:
+    """``lr(epoch, step, current)`` as :class:`harness.train.Trainer` computes it (pure Python floats).
+    ``steps_total``: the run's steps (default: steps per epoch x epochs; pass it for an iteration budget)."""
+    if steps_total is None:
+        steps_total = steps_per_epoch * protocol.total_epochs
     return lambda epoch, step, current: scheduled_lr(protocol, epoch, step, steps_total, current)
 
 
-def _per_model_loss(kind: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """(K, B, C) logits, (K, B) or (K, B, C) targets -> (K,) losses, each the mean over its batch."""
+def _per_model_loss(kind: str, logits: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """(K, B, C) logits, (K, B) or (K, B, C) targets -> (K,) losses, each the mean over its batch
+    (``reduction="none"``: the (K, B) per-sample losses, ce / soft_ce only)."""
     k, b, c = logits.shape
     flat = logits.reshape(k * b, c).float()
     if kind == "ce":
-        return F.cross_entropy(flat, target.reshape(k * b), reduction="none").view(k, b).mean(1)
-    if kind == "soft_ce":
-        return -(target.reshape(k * b, c) * F.log_softmax(flat, dim=1)).sum(1).view(k, b).mean(1)
-    return F.mse_loss(flat, target.reshape(k * b, c).float(), reduction="none").view(k, b * c).mean(1)
+        per = F.cross_entropy(flat, target.reshape(k * b), reduction="none").view(k, b)
+    elif kind == "soft_ce":
+        per = -(target.reshape(k * b, c) * F.log_softmax(flat, dim=1)).sum(1).view(k, b)
+    else:
+        return F.mse_loss(flat, target.reshape(k * b, c).float(), reduction="none").view(k, b * c).mean(1)
+    return per if reduction == "none" else per.mean(1)
 
 
 class _Stack:
@@ -176,12 +182,14 @@ class _Stack:
 
 def fit_ensemble(models: Sequence[nn.Module], protocol: Protocol, seeds: Sequence[int], images: torch.Tensor,
                  targets: torch.Tensor, *, precision: str | None = None, compile: bool = False,
-                 progress: Callable[[int, int], None] | None = None) -> list[nn.Module]:
+                 progress: Callable[[int, int], None] | None = None,
+                 sample_weights: torch.Tensor | None = None) -> list[nn.Module]:
     """Train ``models`` (same architecture, own inits) together under ``protocol``; returns them trained.
 
     ``seeds[k]`` seeds model k's data order (as the sequential Trainer's generator does); augmentation
     and CutMix draw from one ensemble generator seeded by :func:`ensemble_aug_seed`. ``images`` and
-    ``targets`` live on the training device (the models' device).
+    ``targets`` live on the training device (the models' device). The run's length and the loss weighting
+    (``sample_weights``, index-aligned with ``images``) follow :meth:`harness.train.Trainer.fit`.
     """
     if len(models) != len(seeds) or not models:
         raise ConfigError(f"fit_ensemble: {len(models)} models but {len(seeds)} seeds")
@@ -198,11 +206,15 @@ def fit_ensemble(models: Sequence[nn.Module], protocol: Protocol, seeds: Sequenc
     stack = _Stack(models, compile=compile)
     order_gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
     aug_gen = torch.Generator(device=device).manual_seed(ensemble_aug_seed(seeds))
-    dsa = EnsembleDSA(p.dsa_strategy) if p.augment == "dsa" else None
-    dcaug = DCAugment(p.dc_strategy) if p.augment == "dc" else None
+    augment = create_augment(p, ensemble=True)  # per-sample parameters, per-model op choices
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
-    steps_per_epoch = math.ceil(n / p.batch_size)
-    lr_at = lr_schedule(p, steps_per_epoch)
+    weighting = check_sample_weights(p, sample_weights, n)
+    if sample_weights is not None:
+        sample_weights = sample_weights.to(device)
+    steps_per_epoch = p.steps_per_epoch(n)
+    steps_total = p.steps_for(n)
+    epochs_total = p.epochs_for(n)
+    lr_at = lr_schedule(p, steps_per_epoch, steps_total)
     plist = list(stack.params.values())
 
     def new_opt(lr: float) -> torch.optim.Optimizer:
@@ -212,33 +224,35 @@ def fit_ensemble(models: Sequence[nn.Module], protocol: Protocol, seeds: Sequenc
     lr = p.lr
     opt = new_opt(lr)
     step = 0
-    for ep in range(p.total_epochs):
+    for ep in range(epochs_total):
         orders = torch.stack([torch.randperm(n, generator=g, device=device) for g in order_gens])  # (K, n)
         for start in range(0, n, p.batch_size):
+            if step >= steps_total:  # an iteration budget ends inside its last pass
+                break
             idx = orders[:, start:start + p.batch_size]
             b = idx.shape[1]
             x = images[idx]  # (K, B, C, H, W)
             y = targets[idx]
-            if dsa is not None:
-                x = dsa(x.reshape(k * b, *x.shape[2:]), k, aug_gen).view_as(x)
-            elif dcaug is not None:  # DC's crop fill is a per-batch mean: keep it per model
-                x = torch.stack([dcaug(x[i], aug_gen) for i in range(k)])
-            elif p.augment == "crop_flip":
-                x = crop_flip(x.reshape(k * b, *x.shape[2:]), aug_gen).view_as(x)
+            x = augment(x.reshape(k * b, *x.shape[2:]), aug_gen, k).view_as(x)
             if p.schedule in ("cosine", "multistep"):
                 new = lr_at(ep, step, lr)
                 if new != opt.param_groups[0]["lr"]:
                     for group in opt.param_groups:
                         group["lr"] = new
             with autocast:
+                red = "mean" if weighting is None else "none"
                 if p.cutmix_p > 0:
                     x, partner, lam = ensemble_cutmix(x, k, aug_gen, p.cutmix_p, p.cutmix_beta)
                     logits = stack(x)
                     y2 = torch.gather(y, 1, partner.view(*partner.shape, *([1] * (y.ndim - 2))).expand_as(y))
-                    losses = lam * _per_model_loss(p.loss, logits, y) + (1 - lam) * _per_model_loss(p.loss, logits, y2)
+                    lm = lam if weighting is None else lam.unsqueeze(1)
+                    losses = lm * _per_model_loss(p.loss, logits, y, red) + (1 - lm) * _per_model_loss(p.loss, logits,
+                                                                                                       y2, red)
                 else:
                     logits = stack(x)
-                    losses = _per_model_loss(p.loss, logits, y)
+                    losses = _per_model_loss(p.loss, logits, y, red)
+                if weighting is not None:  # (K, B) per-sample losses -> (K,)
+                    losses = weighting.apply(losses, sample_weights[idx])
             opt.zero_grad(set_to_none=True)
             losses.sum().backward()  # model k's loss depends on model k's slice only
             opt.step()
@@ -247,7 +261,7 @@ def fit_ensemble(models: Sequence[nn.Module], protocol: Protocol, seeds: Sequenc
             lr *= 0.1  # VICO: lr x0.1 with a fresh optimiser (momentum buffers dropped)
             opt = new_opt(lr)
         if progress is not None:
-            progress(ep + 1, p.total_epochs)
+            progress(ep + 1, epochs_total)
     stack.write_back(models)
     return list(models)
 

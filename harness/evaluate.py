@@ -56,7 +56,7 @@ def model_inputs(train: LabeledImages, test: LabeledImages, zca: ZCA | None = No
     if train.space == "zca":
         if zca is None:
             raise ConfigError(f"{train.name}: ZCA-space set needs the whitening fitted on the real training split")
-        return train.images.float(), zca(test.normalized())
+        return train.images.float(), zca(test.as_space(zca.fit_space).images)  # the space it was fitted in
     mean, std = (train.mean, train.std) if train.mean else (test.mean, test.std)
     m = torch.tensor(mean).view(1, -1, 1, 1)
     sd = torch.tensor(std).view(1, -1, 1, 1)
@@ -65,9 +65,15 @@ def model_inputs(train: LabeledImages, test: LabeledImages, zca: ZCA | None = No
 
 
 def loss_for(train: LabeledImages, protocol: Protocol) -> Protocol:
-    """The protocol with the loss the set's labels need: soft labels train with soft CE, never rounded."""
+    """The protocol with the loss the set's labels need: soft labels train with soft CE, never rounded;
+    label vectors recorded as regression targets (``extra['soft_label_loss'] == 'mse'``, e.g. KIP's learned
+    labels) train with MSE, as KIP's own transfer (kip/nn_training.ipynb, ``loss_type='mse'``) does."""
+    target_loss = train.extra.get("soft_label_loss", "soft_ce")
     if train.soft_labels is not None and protocol.loss == "ce":
-        return protocol.with_(loss="soft_ce")
+        return protocol.with_(loss=target_loss)
+    if train.soft_labels is not None and protocol.loss == "soft_ce" and target_loss == "mse":
+        raise ConfigError(f"{train.name}: the label vectors are regression targets (not probabilities); "
+                          "soft CE on them is meaningless: use loss 'mse', or train on their argmax")
     if train.soft_labels is None and protocol.loss != "ce":
         raise ConfigError(f"protocol loss {protocol.loss!r} needs soft labels; the set has hard labels only")
     return protocol
@@ -96,8 +102,11 @@ def evaluate_set(
     device: str | torch.device = "cpu",
     zca: ZCA | None = None,
     progress: Callable[[int, int, int], None] | None = None,
+    sample_weights: torch.Tensor | None = None,
 ) -> EvalResult:
-    runs = runs or protocol.runs
+    """``sample_weights``: (N,) per-sample weights aligned with ``train``, for a protocol with a
+    ``loss_weighting`` (see :meth:`harness.train.Trainer.fit`)."""
+    runs = protocol.runs if runs is None else runs
     protocol = loss_for(train, protocol)
     x_train, x_test = model_inputs(train, test, zca)
     device = torch.device(device)
@@ -110,7 +119,8 @@ def evaluate_set(
         model = seeded_model(lambda: create_model(protocol.model, num_classes=train.num_classes,
                                                   in_chans=train.channels, img_size=train.size), s).to(device)
         cb = (lambda e, t, r=r: progress(r, e, t)) if progress else None
-        Trainer(model, protocol, seed=s, progress=cb).fit(x_train, targets, labels=labels)
+        Trainer(model, protocol, seed=s, progress=cb).fit(x_train, targets, labels=labels,
+                                                          sample_weights=sample_weights)
         accs.append(accuracy(model, x_test, test.labels, protocol.test_batch, protocol.precision))
         seeds.append(s)
     return EvalResult(tuple(accs), tuple(seeds), protocol.as_dict(), protocol.model, len(train))

@@ -91,7 +91,7 @@ def evaluate_fast(
     Same contract and seeds as :func:`harness.evaluate.evaluate_set`; ``path``, ``precision`` and
     ``compile`` only change how fast it runs (see the module docstring for what is exact).
     """
-    runs = runs or protocol.runs
+    runs = protocol.runs if runs is None else runs
     if precision not in (None, "fp32", "bf16"):
         raise ConfigError(f"evaluate_fast: precision={precision!r}, expected None, 'fp32' or 'bf16'")
     protocol = loss_for(train, protocol)

@@ -115,7 +115,56 @@ def test_ddp_subset_training_reports_final_test_accuracy(tmp_path):
         pred = model(torch.stack([tf(test[i][0], 0, i) for i in range(len(test))])).argmax(1)
     correct = int((pred == test.targets).sum())
     assert res["test_correct"] == correct
-    assert res["test_accuracy"] == 100.0 * correct / 12
+    assert res["test_accuracy"] == correct / 12  # a fraction, like every in-memory cell (issue 11 item 10)
+
+
+def test_ddp_iteration_budget_runs_exactly_k_global_steps_and_resumes(tmp_path):
+    """8 kept images, 2 ranks x batch 2: 2 global steps per pass; 5 iterations = 2 + 2 + 1 (CCS-style budget)."""
+    import math
+
+    _folder(tmp_path / "imgs")
+    np.save(tmp_path / "kept.npy", np.array([0, 2, 3, 7, 9, 14, 15, 20]))
+    kw = dict(record=False, subset=str(tmp_path / "kept.npy"), batch_size=2, iterations=5, lr=0.1, eta_min=0.01)
+    full = _cfg(tmp_path, "it", **kw)
+    spawn_local(full)
+    res = json.loads((tmp_path / "it" / "result.json").read_text())
+    ck = torch.load(tmp_path / "it" / "checkpoint.pt", weights_only=True)
+    assert res["optimizer_steps"] == 5 and ck["epoch"] == 3
+    # every step sets its lr first: the last one used is the cosine at step 4 of 5, not step 5 (= eta_min)
+    last_lr = ck["optimizer"]["param_groups"][0]["lr"]
+    assert last_lr == pytest.approx(0.01 + (0.1 - 0.01) * (1 + math.cos(math.pi * 4 / 5)) / 2, rel=1e-12)
+    cut = _cfg(tmp_path, "it-cut", **kw)
+    spawn_local(cut, stop_after=1)  # killed after the first pass
+    assert torch.load(tmp_path / "it-cut" / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    spawn_local(cut)
+    cb = torch.load(tmp_path / "it-cut" / "checkpoint.pt", weights_only=True)
+    assert all(torch.equal(ck["model"][k], cb["model"][k]) for k in ck["model"])
+    with pytest.raises(ConfigError, match="whole epochs"):
+        _cfg(tmp_path, "x", iterations=5)  # a dynamics run (record=True) cannot stop mid-pass
+
+
+def _report_prints_percent(tmp_path, cfg, res):
+    """The streamed cell's result goes through the store and the report like any cell: one unit (fractions
+    in records, percent when printed), so an ImageNet table cannot print ~6000%."""
+    import re
+
+    from harness.bench.cells import expand
+    from harness.bench.report import write_reports
+    from harness.bench.spec import parse_spec
+    from harness.bench.store import ResultStore
+
+    text = (
+        "name: streamed\ndefaults: {kind: coreset, dataset: imagenet, recipe: el2n, protocol: ccs, model: convnet,\n"
+        "  protocol_overrides: {epochs: 1, batch_size: 4}, follows: CCS}\n"
+        "rows: [{label: el2n}]\ncolumns: [{prune_rate: 0.5}]\n")
+    spec = parse_spec(text, "streamed.yaml")
+    cell = expand(spec, "full")[0]
+    unit = cell.units()[0]
+    ResultStore(tmp_path / "res").write(spec.name, cell.key, unit.key, {
+        "cell": cell.key, "run": 0, "accuracies": list(res.accuracies), "protocol_text": res.protocol_text})
+    md = write_reports(spec, tmp_path / "res", tmp_path / "rep", "full", plots=False)["md"].read_text()
+    shown = float(re.search(r"\| el2n \| CCS \| ([0-9.]+) ± ", md).group(1))
+    assert 0 <= shown <= 100 and shown == pytest.approx(100 * res.accuracies[0], abs=0.005)
 
 
 def test_ddp_config_refuses_recording_a_subset(tmp_path):
@@ -144,7 +193,8 @@ def test_streamed_coreset_cell_runs_dynamics_select_and_train_under_torchrun(tmp
     res = run_coreset_cell(None, {**cfg, "protocol_overrides": {"epochs": 1, "batch_size": 4}}, ctx)
     info = res.extra
     assert info["n_train"] == 24 and info["n_kept"] == 12 and sum(info["class_counts"]) == 12
-    assert len(res.accuracies) == 1 and 0 <= res.accuracies[0] <= 100
+    assert len(res.accuracies) == 1 and 0 <= res.accuracies[0] <= 1  # a fraction, as in-memory cells record
+    _report_prints_percent(tmp_path, cfg, res)
     dyn = Dyn.open(info["dynamics_dir"])
     assert dyn.epochs == 2 and dyn.meta["config"]["world_size"] == 2
     kept = select_with_recipe(parse_recipe("el2n"), dyn, dyn.labels, Budget.prune_rate(0.5), seed=0, num_classes=3)

@@ -1,6 +1,10 @@
-"""GoldFromOres pre-pruning: per-class drops by hand-written scores, ratios, criteria, score cache."""
+"""GoldFromOres pre-pruning: per-class drops by hand-written scores, ratios, criteria, score cache, one
+definition shared with the recipes, scores given from a file."""
 
 from __future__ import annotations
+
+import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -111,3 +115,128 @@ def test_monte_carlo_scores_small_run():
         "model": "convnet_d2", "model_kwargs": {"width": 8}})
     s = compute_scores(d, spec)
     assert s.shape == (len(d),) and np.isfinite(s).all() and ((0 <= s) & (s <= 1)).all()
+
+
+# --- one definition: the condense pre-pruning and the recipes --------------------------------------
+TINY = {"epochs": 2, "model_kwargs": {"width": 8, "depth": 2}}
+
+
+@pytest.mark.parametrize("criterion", ["LossInit_large", "LossConverge_small"])
+def test_condense_pre_pruning_and_recipe_compute_identical_scores_and_drops(criterion):
+    from harness.pruning.goldfromores import LossRun, record_loss_run
+    from harness.pruning.recipes import recipe_scores, select_with_recipe
+    from harness.pruning.select import Budget
+
+    d = load_dataset("digits")
+    d = d.subset(torch.arange(0, len(d), 3))
+    spec = PrePrune(criterion, drop_ratio=0.3, seed=5, params=TINY)
+    ours = compute_scores(d, spec)  # the condense path
+    _, kept, info = drop_samples(d, spec)
+    # the recipe path: one seeded scoring run, then the registered score and the drop_per_class rule
+    res = record_loss_run(d, LossRun(epochs=2, model_kwargs={"width": 8, "depth": 2}), seed=5)
+    src = res.dynamics if criterion.startswith("LossInit") else res.final
+    np.testing.assert_array_equal(recipe_scores(criterion, src), ours)
+    np.testing.assert_array_equal(select_with_recipe(criterion, src, None, Budget.prune_rate(0.3), seed=0),
+                                  kept.numpy())
+    # and what they compute: LossInit = mean of the first 2 recorded training-time losses; LossConverge = the
+    # cross-entropy of the final model's eval-mode logits
+    if criterion.startswith("LossInit"):
+        np.testing.assert_allclose(ours, res.dynamics.stat("loss")[:2].astype(np.float64).mean(0), rtol=1e-6)
+    else:
+        z = torch.from_numpy(res.final.logits)
+        ce = torch.nn.functional.cross_entropy(z.double(), d.labels, reduction="none").numpy()
+        np.testing.assert_allclose(ours, ce, rtol=1e-5, atol=1e-7)
+        assert not np.allclose(ours, res.dynamics.stat("loss")[-1], rtol=1e-3)  # not the training-time loss
+    assert info["scores"]["source"] == "computed" and info["scores"]["params"]["epochs"] == 2
+    assert len(kept) == len(d) - sum(int(0.3 * n) for n in d.class_counts())
+
+
+def test_defaults_of_the_loss_criteria():
+    assert PrePrune("LossInit_large", drop_ratio=0.5).resolved_params()["epochs"] == 2
+    assert PrePrune("LossConverge_large", drop_ratio=0.5).resolved_params()["epochs"] == 10
+    from harness.pruning.scores import get_score
+
+    assert get_score("loss_init").params() == {"epochs": 2} and get_score("loss_converge").needs == "final_eval"
+
+
+# --- given scores (file / authors) ---------------------------------------------------------------
+def test_scores_from_a_file_and_their_errors(tmp_path):
+    from harness.errors import FormatError
+
+    d = load_dataset("digits")
+    s = np.random.default_rng(0).random(len(d))
+    np.save(tmp_path / "s.npy", s)
+    (tmp_path / "s.json").write_text(json.dumps(s.tolist()))
+    for f in ("s.npy", "s.json"):
+        spec = PrePrune("LossInit_large", drop_ratio=0.4, scores=str(tmp_path / f))
+        _, kept, info = drop_samples(d, spec)
+        dropped = np.setdiff1d(np.arange(len(d)), kept.numpy())
+        np.testing.assert_array_equal(dropped, select_drops(s, d.labels, 10, 0.4, "large"))
+        assert info["scores"]["source"] == "file" and info["scores"]["md5"] == hashlib.md5(
+            (tmp_path / f).read_bytes()).hexdigest()
+    np.save(tmp_path / "short.npy", s[:-1])
+    with pytest.raises(FormatError, match=f"{len(d) - 1} scores, expected {len(d)}"):
+        drop_samples(d, PrePrune("LossInit_large", drop_ratio=0.4, scores=str(tmp_path / "short.npy")))
+    bad = s.copy()
+    bad[7] = np.nan
+    np.save(tmp_path / "nan.npy", bad)
+    with pytest.raises(FormatError, match="1 scores are NaN or infinite \\(first at index 7\\)"):
+        drop_samples(d, PrePrune("LossInit_large", drop_ratio=0.4, scores=str(tmp_path / "nan.npy")))
+    (tmp_path / "m.npy").write_bytes(b"not numpy")
+    with pytest.raises(FormatError, match="m.npy"):
+        drop_samples(d, PrePrune("LossInit_large", drop_ratio=0.4, scores=str(tmp_path / "m.npy")))
+    with pytest.raises(ConfigError, match="Random criterion takes no scores"):
+        PrePrune("Random", drop_ratio=0.4, scores="authors")
+    with pytest.raises(ConfigError, match="give one or the other"):
+        PrePrune("LossInit_large", drop_ratio=0.4, scores="authors", params={"epochs": 3})
+
+
+def test_given_scores_follow_the_validation_split(tmp_path, monkeypatch):
+    """With a carved validation split, the given scores (aligned with the whole set) are subset to its train part."""
+    import adapters.condense.goldfromores as gfo
+    from adapters.condense import create_condenser
+    from adapters.condense.base import split_validation
+
+    d = load_dataset("digits")
+    np.save(tmp_path / "s.npy", np.arange(len(d), dtype=np.float64))
+    seen = {}
+    real_drop = gfo.drop_samples
+
+    def spy(train, spec, **kw):
+        seen["scores"] = kw["scores"]
+        return real_drop(train, spec, **kw)
+
+    monkeypatch.setattr(gfo, "drop_samples", spy)
+    cond = create_condenser("dm")
+    cfg = cond.default_config(iterations=1, model="convnet_d2", model_kwargs={"width": 8}, batch_real=16,
+                              eval_every=1, eval_epochs=1)
+    cs = cond.condense(d, 1, cfg, pre_prune=PrePrune("LossInit_large", drop_ratio=0.5, scores=str(tmp_path / "s.npy")),
+                       seed=3)
+    tr_idx, _ = split_validation(d, cfg.val_fraction, 3)
+    np.testing.assert_array_equal(seen["scores"], tr_idx.numpy().astype(np.float64))
+    assert cs.provenance["pre_prune_result"]["scores"]["source"] == "file"
+    assert cs.provenance["pre_prune"]["scores"] == str(tmp_path / "s.npy")
+
+
+def test_coreset_flow_scores_loss_converge_on_the_final_models_eval_pass(tmp_path):
+    """The coreset flow's LossConverge recipe = the eval-mode loss of the dynamics run's final checkpoint."""
+    from harness.dynamics import Dynamics
+    from harness.models import create_model
+    from harness.pruning.coreset import run_coreset
+    from harness.pruning.select import Budget
+
+    kw = dict(protocol_dynamics="ccs", protocol_train="ccs", seed=0, workdir=tmp_path, model="dc_mlp",
+              epochs_dynamics=2, epochs_train=1, runs=1)
+    rep = run_coreset("digits", "LossConverge_large", Budget.prune_rate(0.5), **kw)
+    scores = np.load(f"{rep['out_dir']}/scores.npy")
+    d = load_dataset("digits")
+    net = create_model("dc_mlp", num_classes=10, in_chans=1, img_size=d.size)
+    net.load_state_dict(torch.load(f"{rep['dynamics_dir']}/checkpoint.pt", weights_only=True)["model"])
+    with torch.no_grad():
+        ce = torch.nn.functional.cross_entropy(net.eval()(d.normalized()).double(), d.labels, reduction="none")
+    np.testing.assert_allclose(scores, ce.numpy(), rtol=1e-5, atol=1e-7)
+    dyn = Dynamics.open(rep["dynamics_dir"])
+    assert not np.allclose(scores, dyn.stat("loss")[-1], rtol=1e-3)  # not the last training-time loss
+    kept = np.load(f"{rep['out_dir']}/kept.npy")
+    np.testing.assert_array_equal(np.setdiff1d(np.arange(len(d)), kept),
+                                  select_drops(scores, d.labels, 10, 0.5, "large"))

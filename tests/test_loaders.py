@@ -14,7 +14,7 @@ from adapters.loaders import load_published
 from adapters.loaders.commands import add_commands
 from adapters.loaders.hfhub import rethinkdc_repo_id
 from condensed import load_condensed
-from harness.errors import DatasetNotFoundError, FormatError
+from harness.errors import ConfigError, DatasetNotFoundError, FormatError
 
 C10 = (3, 32, 32)
 
@@ -89,13 +89,15 @@ def test_mtt_normalized_and_zca(tmp_path: Path):
     torch.save(torch.randn(10, *C10), d / "images_best.pt")
     torch.save(_class_major(1), d / "labels_best.pt")
     torch.save(torch.tensor(0.0123), d / "lr_best.pt")
-    (cs,) = load_published("mtt", d)
+    with pytest.raises(ConfigError, match="zca=True or zca=False"):  # no images_zca_*.pt: cannot tell
+        load_published("mtt", d)
+    (cs,) = load_published("mtt", d, zca=False)
     assert cs.space == "normalized" and cs.provenance["learned_lr"] == pytest.approx(0.0123)
     (cz,) = load_published("mtt", d / "images_best.pt", zca=True)
-    assert cz.space == "zca" and cz.zca["eps"] == 0.1
+    assert cz.space == "zca" and cz.zca["eps"] == 0.1 and cz.zca["fit"] == "pixel train"
     (d / "labels_best.pt").unlink()
     with pytest.raises(FormatError, match="labels_best.pt"):
-        load_published("mtt", d)
+        load_published("mtt", d, zca=False)
 
 
 # --- KRR --------------------------------------------------------------------------------------
@@ -105,7 +107,7 @@ def test_krr_npz_layouts_soft_labels(tmp_path: Path, layout: str):
     lab = np.eye(10, dtype=np.float32) * 0.9 - 0.1
     f = tmp_path / "kip_cifar10.npz"
     np.savez(f, images=x.transpose(0, 2, 3, 1) if layout == "NHWC" else x, labels=lab)
-    (cs,) = load_published("krr", f, dataset="cifar10")
+    (cs,) = load_published("krr", f, dataset="cifar10", method="KIP", zca=True)
     assert cs.space == "zca" and cs.label_kind == "soft" and cs.provenance["layout"] == layout
     np.testing.assert_array_equal(cs.images.numpy(), x)
     assert cs.labels.tolist() == list(range(10))
@@ -115,13 +117,13 @@ def test_krr_bad_inputs(tmp_path: Path):
     f = tmp_path / "a.npz"
     np.savez(f, images=np.zeros((10, *C10), np.float32), labels=np.zeros((10, 7), np.float32))
     with pytest.raises(FormatError, match="width 7"):
-        load_published("krr", f, dataset="cifar10")
+        load_published("krr", f, dataset="cifar10", method="KIP", zca=True)
     np.savez(f, images=np.zeros((10, 31, 32, 3), np.float32), labels=np.zeros((10, 10), np.float32))
     with pytest.raises(FormatError, match="neither NCHW"):
-        load_published("krr", f, dataset="cifar10")
+        load_published("krr", f, dataset="cifar10", method="KIP", zca=True)
     np.savez(f, x=np.zeros(3))
     with pytest.raises(FormatError, match="missing arrays"):
-        load_published("krr", f, dataset="cifar10")
+        load_published("krr", f, dataset="cifar10", method="KIP", zca=True)
 
 
 # --- image folders and the hub cache ----------------------------------------------------------

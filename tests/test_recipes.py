@@ -8,7 +8,7 @@ import pytest
 from harness.dynamics import Dynamics
 from harness.errors import ConfigError
 from harness.pruning.recipes import list_recipes, parse_recipe, select_with_recipe
-from harness.pruning.scores import compute_score
+from harness.pruning.scores import FinalEval, compute_score
 from harness.pruning.select import Budget
 from harness.registry import UnknownNameError
 
@@ -29,9 +29,9 @@ def test_required_recipes_and_defaults():
     assert parse_recipe("aum").direction == "low_hard"
     # GoldFromOres: the suffix names the DROPPED end, per class
     r = parse_recipe("LossInit_large")
-    assert (r.score, r.keep, r.balance) == ("loss_init", "easy", True)
+    assert (r.score, r.rule, dict(r.rule_opts)) == ("loss_init", "drop_per_class", {"order": "large"})
     r = parse_recipe("LossConverge_small")
-    assert (r.score, r.keep, r.balance) == ("loss_converge", "hard", True)
+    assert (r.score, r.rule, dict(r.rule_opts)) == ("loss_converge", "drop_per_class", {"order": "small"})
 
 
 def test_unknown_and_conflicting_names():
@@ -58,11 +58,22 @@ def test_select_with_recipe_directions():
     # aum: keep hard = lowest accumulated margin (1: -2.7, 5: -0.3)
     np.testing.assert_array_equal(select_with_recipe("aum", d, None, Budget.count(2), seed=0), [1, 5])
     np.testing.assert_array_equal(select_with_recipe("aum_easy", d, None, Budget.count(2), seed=0), [0, 4])
-    # LossInit_large drops the largest early losses per class -> keeps the 2 smallest of each class
-    np.testing.assert_array_equal(select_with_recipe("LossInit_large", d, None, Budget.ipc(2), seed=0),
+    # LossInit_large drops int(0.5 * 3) = 1 per class, the largest mean loss of epochs 0-1 (idx 0: 3, idx 3: 6)
+    np.testing.assert_array_equal(select_with_recipe("LossInit_large", d, None, Budget.prune_rate(0.5), seed=0),
                                   [1, 2, 4, 5])
-    np.testing.assert_array_equal(select_with_recipe("LossConverge_small", d, None, Budget.ipc(2), seed=0),
-                                  [0, 2, 3, 5])
+    np.testing.assert_array_equal(select_with_recipe("LossInit_small", d, None, Budget.keep_fraction(0.5),
+                                                     seed=0), [0, 2, 3, 5])
+    with pytest.raises(ConfigError, match="drops a ratio of each class"):
+        select_with_recipe("LossInit_large", d, None, Budget.ipc(2), seed=0)
+    # LossConverge reads the final model's eval pass: CE = log(1 + exp(-m)) with target margins m below;
+    # the smallest CE per class is idx 1 (m 5) and idx 4 (m 4)
+    m = np.array([0.0, 5.0, -3.0, -2.0, 4.0, 1.0], np.float32)
+    ev = FinalEval(np.where(d.labels[:, None] == np.arange(2), m[:, None], 0.0), d.labels)
+    np.testing.assert_allclose(compute_score("loss_converge", ev), np.log1p(np.exp(-m)), rtol=1e-6)
+    np.testing.assert_array_equal(select_with_recipe("LossConverge_small", ev, None, Budget.prune_rate(0.5),
+                                                     seed=0), [0, 2, 3, 5])
+    with pytest.raises(ConfigError, match="eval-mode outputs"):
+        select_with_recipe("LossConverge_small", d, None, Budget.prune_rate(0.5), seed=0)
     # same selection from a saved score array
     s = compute_score("aum", d)
     np.testing.assert_array_equal(select_with_recipe("aum", s, d.labels, Budget.count(2), seed=0), [1, 5])
@@ -87,14 +98,21 @@ def test_ccs_balance_suffix_selects_per_class():
     # YOCO Table 5 compares balanced and imbalanced forms of every method, CCS included
     assert parse_recipe("ccs_balance").balance and parse_recipe("ccs_yoco_balance").balance
     assert not parse_recipe("ccs_yoco_imbalance").balance
-    # class 1 holds all the hard (high-EL2N) samples: the global ccs_yoco cut-off empties it, per class it can't
+    # class 1 holds the hard (high-EL2N) samples. YOCO cuts once over the whole set (int(0.25 * 8) = 2: idx
+    # 4, 5), then selects per class: class 0 {0..3} keeps 2, class 1 {6, 7} keeps both. Globally the same cut
+    # and 4 strata-picks come from the 6 left.
     el2n = np.array([[0.1, 0.2, 0.3, 0.4, 0.9, 0.8, 0.7, 0.6]], np.float32)
     d = Dynamics.from_arrays(np.array([0, 0, 0, 0, 1, 1, 1, 1]), 2, el2n=el2n)
-    opts = {"cutoff_ratio": 0.5}
-    glob = select_with_recipe("ccs_yoco", d, None, Budget.keep_fraction(0.5), seed=0, **opts)
+    opts = {"cutoff_ratio": 0.25, "strata": 2}
     per = select_with_recipe("ccs_yoco_balance", d, None, Budget.keep_fraction(0.5), seed=0, **opts)
-    np.testing.assert_array_equal(glob, [0, 1, 2, 3])
-    np.testing.assert_array_equal(per, [0, 1, 6, 7])  # each class drops its 2 highest, keeps the other 2
+    # class 0 strata over [0.1, 0.40004]: {0, 1} {2, 3}, one each, hardest first: 1, 3
+    np.testing.assert_array_equal(per, [1, 3, 6, 7])
+    glob = select_with_recipe("ccs_yoco", d, None, Budget.keep_fraction(0.5), seed=0, **opts)
+    # left: 0.1 0.2 0.3 0.4 | 0.7 0.6 over [0.1, 0.70007], bins {0, 1, 2, 3} {6, 7}: 2 each, hardest first
+    np.testing.assert_array_equal(glob, [2, 3, 6, 7])
+    # the CCS recipe's balance cuts per class, int(0.25 * 4) = 1 each, the lowest (AUM reading): idx 0 and 7
+    own = select_with_recipe("ccs_balance", el2n[0], d.labels, Budget.keep_fraction(0.5), seed=0, **opts)
+    assert 0 not in own and 7 not in own and np.bincount(d.labels[own]).tolist() == [2, 2]
 
 
 def test_dual_recipe_beta_sampling_from_dynamics():

@@ -10,6 +10,7 @@ import pytest
 from harness.dynamics import Dynamics, DynamicsRecorder
 from harness.errors import ConfigError
 from harness.pruning.scores import (
+    FinalEval,
     compute_score,
     create_score,
     get_score,
@@ -86,8 +87,18 @@ def test_entropy_loss_goldfromores():
     d = D(loss=loss)
     np.testing.assert_allclose(compute_score("loss", d), [0.2, 0.4], rtol=1e-6)
     np.testing.assert_allclose(compute_score("loss_init", d, epochs=2), [1.5, 2.0], rtol=1e-6)
-    np.testing.assert_allclose(compute_score("loss_converge", d), [0.2, 0.4], rtol=1e-6)
-    np.testing.assert_allclose(compute_score("loss_converge", d, last=2), [0.35, 0.25], rtol=1e-6)
+    np.testing.assert_allclose(compute_score("loss_init", d), [1.5, 2.0], rtol=1e-6)  # default: first 2 epochs
+    np.testing.assert_allclose(compute_score("loss_init", d, epochs=1), [2.0, 1.0], rtol=1e-6)
+    with pytest.raises(ConfigError, match="hold 4 epochs"):
+        compute_score("loss_init", d, epochs=5)
+    # LossConverge is the final model's eval-mode loss: a FinalEval, never training dynamics
+    ev = FinalEval(np.array([[0.0, math.log(3.0)], [2.0, 2.0]], np.float32), np.array([1, 0]))
+    np.testing.assert_allclose(compute_score("loss_converge", ev), [math.log(4 / 3), math.log(2)], rtol=1e-6)
+    with pytest.raises(ConfigError, match="final model's eval-mode outputs"):
+        compute_score("loss_converge", d)
+    with pytest.raises(ConfigError, match="reads training dynamics"):
+        compute_score("loss", ev)
+    assert "loss_converge" in list_scores(needs="final_eval") and "loss_converge" not in list_scores(needs="dynamics")
 
 
 def test_lbpe_topk_epochs_by_correct_count():
@@ -142,7 +153,7 @@ def test_scores_stream_from_disk_equal_in_memory(tmp_path):
     disk = Dynamics.from_logits(logits, labels, 4, out_dir=tmp_path / "d")
     assert isinstance(disk.stat("loss"), np.memmap)
     params = {"tdds": {"T": 12, "J": 5}, "dual": {"T": 12, "J": 10}}
-    for name in list_scores():
+    for name in list_scores(needs="dynamics"):
         a = compute_score(name, mem, **params.get(name, {}))
         b = compute_score(name, disk, **params.get(name, {}))
         assert a.dtype == np.float64 and a.shape == (40,)

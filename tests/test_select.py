@@ -98,8 +98,10 @@ def test_ccs_hard_cutoff_by_other_key():
                       cutoff_direction="low_hard")
     np.testing.assert_array_equal(kept, [0, 2, 3, 5, 6, 7, 8, 9])
     # YOCO variant: cut by the key itself, high = hard -> drop the 2 highest scores (8, 9)
-    kept = stratified(scores, y, Budget.count(8), seed=0, cutoff_ratio=0.2, within="first")
+    kept = stratified(scores, y, Budget.count(8), seed=0, cutoff_ratio=0.2, within="hard_first")
     np.testing.assert_array_equal(kept, np.arange(8))
+    with pytest.raises(ConfigError, match="hard_first"):
+        stratified(scores, y, Budget.count(8), seed=0, within="first")  # index order is not YOCO's first-k
     with pytest.raises(ConfigError, match="remain after the cut-off"):
         stratified(scores, y, Budget.count(9), seed=0, cutoff_ratio=0.2)
 
@@ -110,16 +112,26 @@ def test_ccs_balanced_runs_inside_each_class():
     y = np.array([0] * 6 + [1] * 4)
     # cut-off 0.5 per class: class 0 drops int(3.0)=3 hardest (idx 5, 4, 3), keeps floor(0.5*6)=3 -> 0 1 2;
     # class 1 drops int(2.0)=2 (idx 6, 7), keeps floor(0.5*4)=2 -> 8 9
-    kept = stratified(scores, y, Budget.keep_fraction(0.5), seed=0, strata=2, cutoff_ratio=0.5, within="first",
-                      balance=True)
+    kept = stratified(scores, y, Budget.keep_fraction(0.5), seed=0, strata=2, cutoff_ratio=0.5,
+                      within="hard_first", balance=True)
     np.testing.assert_array_equal(kept, [0, 1, 2, 8, 9])
     # globally the same cut-off removes the 5 hardest (all of class 1 and idx 5)
-    glob = stratified(scores, y, Budget.keep_fraction(0.5), seed=0, strata=2, cutoff_ratio=0.5, within="first")
+    glob = stratified(scores, y, Budget.keep_fraction(0.5), seed=0, strata=2, cutoff_ratio=0.5, within="hard_first")
     np.testing.assert_array_equal(glob, [0, 1, 2, 3, 4])
-    # no cut-off, 2 per class, 2 strata per class: class 0 bins {0,1,2} {3,4,5} -> first of each: 0, 3;
-    # class 1 over [0.6, 0.90009]: bins {8, 9} {6, 7} -> 8, 6
-    kept = stratified(scores, y, Budget.count(4), seed=0, strata=2, within="first", balance=True)
-    np.testing.assert_array_equal(kept, [0, 3, 6, 8])
+    # YOCO's balanced branch: that global cut first, then per class -> class 1 has nothing left (YOCO crashes)
+    with pytest.raises(ConfigError, match="in class 1"):
+        stratified(scores, y, Budget.keep_fraction(0.5), seed=0, strata=2, cutoff_ratio=0.5, within="hard_first",
+                   balance=True, cutoff_scope="global")
+    # global cut 0.2: drops idx 6, 7 (0.9, 0.8); class 0 keeps 3 of 6: bins over [0, 0.50005] {0,1,2} {3,4,5},
+    # 1 + 2 (ascending population, ties: the earlier stratum first), hardest first: 2 | 5, 4; class 1 keeps 2
+    # of what is left {8, 9}: 8, 9
+    kept = stratified(scores, y, Budget.keep_fraction(0.5), seed=0, strata=2, cutoff_ratio=0.2, within="hard_first",
+                      balance=True, cutoff_scope="global")
+    np.testing.assert_array_equal(kept, [2, 4, 5, 8, 9])
+    # no cut-off, 2 per class, 2 strata per class: class 0 bins {0,1,2} {3,4,5} -> hardest of each: 2, 5;
+    # class 1 over [0.6, 0.90009]: bins {8, 9} {6, 7} -> 8 (0.7 > 0.6), 6 (0.9 > 0.8)
+    kept = stratified(scores, y, Budget.count(4), seed=0, strata=2, within="hard_first", balance=True)
+    np.testing.assert_array_equal(kept, [2, 5, 6, 8])
     with pytest.raises(ConfigError, match="in class 1"):
         stratified(scores, y, Budget.ipc(3), seed=0, strata=2, cutoff_ratio=0.5, balance=True)
 

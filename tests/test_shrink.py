@@ -69,7 +69,7 @@ def test_rule_table_and_defaults():
         resolve_rule(name)
     assert lbpe_defaults("IDC", "cifar10") == (100, 10) and lbpe_defaults("IDC", "cifar100") == (200, 10)
     assert lbpe_defaults("MTT", "cifar10") == (10, 3) and lbpe_defaults("KIP", "cifar10") == (50, 3)
-    assert lbpe_defaults("DC", "cifar10") == (100, 10)
+    assert lbpe_defaults("DC", "cifar10") == (100, 10) and lbpe_defaults("DSA", "cifar10") == (100, 3)
     assert ccs_cutoff("cifar10", 10, 1) == 0.3 and ccs_cutoff("cifar100", 10, 2) == 0.4
 
 

@@ -28,6 +28,16 @@ def test_presets_match_the_references() -> None:
         ("resnet18_cifar", 200, 256, 0.1, True, "cosine", "crop_flip")
     assert get_protocol("tdds", "cifar10").batch_size == 100 and get_protocol("dual", "cifar10").batch_size == 128
     assert {"vico-dc", "vico-dsa", "dm", "idc", "yoco", "ccs", "tdds", "dual"} <= set(list_protocols())
+    # pruned-subset training as the papers ran it (pruning-scores.md §4; issue 11 items 4-6)
+    cs = get_protocol("ccs-subset", "cifar10")  # CCS README: train.py --iterations 40000, bs 256, eta_min 1e-4
+    assert (cs.iterations, cs.batch_size, cs.eta_min, cs.nesterov) == (40000, 256, 1e-4, True)
+    ts = get_protocol("tdds-subset", "cifar10")  # TDDS README: train_subset.py --epochs 200 --batch-size 128
+    assert (ts.iterations, ts.total_epochs, ts.batch_size, ts.eta_min, ts.loss_weighting) == \
+        (None, 200, 128, 0.0, "tdds_score_mean")
+    ci, cis = get_protocol("ccs-imagenet", "imagenet"), get_protocol("ccs-imagenet-subset", "imagenet")
+    assert (ci.model, ci.total_epochs, ci.batch_size, ci.nesterov, ci.weight_decay, ci.eta_min) == \
+        ("resnet34", 60, 256, False, 1e-4, 1e-4)  # CCS train_imagenet.py (SGD without nesterov, line 177)
+    assert cis.iterations == 300000 and cis.with_(iterations=None) == ci.with_(name="ccs-imagenet-subset")
 
 
 def test_protocol_rejects_bad_values() -> None:

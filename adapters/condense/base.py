@@ -225,7 +225,7 @@ class Condenser(ABC):
         ``pre_prune``: a :class:`adapters.condense.goldfromores.PrePrune` (or its criterion string
         with ``drop_ratio`` given through the spec) applied to the real data first.
         """
-        from adapters.condense.goldfromores import PrePrune, drop_samples
+        from adapters.condense.goldfromores import PrePrune, drop_samples, resolve_scores
 
         config = config if config is not None else self.default_config()
         if not isinstance(config, self.config_cls):
@@ -251,15 +251,22 @@ class Condenser(ABC):
             raise ConfigError(f"ipc {ipc} is larger than class {c}'s {counts[c]} real images{why}")
         check_geometry(real, config, self.factor(config))
         self.validate(real, ipc, config)
+        given = None  # released / file scores: index-aligned with the whole of ``real``, read and checked now
+        if pre_prune is not None and pre_prune.scores is not None:
+            given = resolve_scores(real, pre_prune)
         # ---- data ------------------------------------------------------------------------
         val = None
         train = real
         if config.eval_every:
             tr_idx, va_idx = split_validation(real, config.val_fraction, seed)
             train, val = real.subset(tr_idx), real.subset(va_idx)
+            if given is not None:
+                given = (given[0][tr_idx.cpu().numpy()], given[1])
         prune_info: dict[str, Any] | None = None
         if pre_prune is not None:
-            train, kept, prune_info = drop_samples(train, pre_prune, cache_dir=score_cache, device=device)
+            train, kept, prune_info = drop_samples(train, pre_prune, scores=None if given is None else given[0],
+                                                   scores_info=None if given is None else given[1],
+                                                   cache_dir=score_cache, device=device)
         ctx = make_context(train, ipc, config, dataset, device)
         # ---- state (fresh or resumed) ------------------------------------------------------
         key = {"method": self.name, "ipc": ipc, "seed": seed, "config": config.run_key(),

@@ -1,30 +1,34 @@
 """GoldFromOres / BiLP pre-pruning (Xu et al., "Distill Gold from Massive Ores: Bi-level Data
-Pruning towards Efficient Dataset Distillation", ECCV 2024; arXiv 2305.18381).
+Pruning towards Efficient Dataset Distillation", ECCV 2024; arXiv 2305.18381; github silicx/GoldFromOres).
 
-Before condensing, drop a fraction of the real training data per class by a criterion score:
+Before condensing, drop a fraction of the real training data per class by a criterion score. The
+definitions live in the pruning core and are shared with the ``LossInit_*`` / ``LossConverge_*`` recipes
+(:mod:`harness.pruning.goldfromores`, :mod:`harness.pruning.scores`, which give the reasoning):
 
-- ``LossInit``: per-sample cross-entropy early in training, the mean over the first ``epochs``
-  epochs (default 1) of a model trained on the real data (each sample's loss is recorded at the
-  batch it is trained in, train-mode logits, by the pruning core's :class:`harness.dynamics.DynamicsRecorder`;
-  ``stat('loss')`` is (epochs, N) in dataset order).
-- ``LossConverge``: per-sample cross-entropy of a model trained for ``epochs`` (default 20) epochs,
-  measured in eval mode after training.
+- ``LossInit``: ``scores.loss_init``, the mean training-time cross-entropy over the first ``epochs``
+  (default 2) epochs of a model trained on the real data (:func:`harness.pruning.goldfromores.record_loss_run`:
+  ConvNet, SGD 0.01 / 0.9 / 5e-4, batch 256, constant lr, no augmentation, seeded).
+- ``LossConverge``: ``scores.loss_converge``, the eval-mode cross-entropy of each training image under the
+  same kind of model after ``epochs`` (default 10) epochs.
 - ``MonteCarlo``: utility u(x) = mean over trials whose random real subset contains x of the
   accuracy of a condensation run on that subset (default DM, ipc 1), measured on the real images
   outside the subset (never the test split). ``subset_fraction`` is the per-class subset budget.
   Samples in no trial get the mean accuracy.
 - ``Random``: seeded uniform scores (a seeded random drop per class).
 
-``{Criterion}_large`` drops the samples with the largest scores, ``{Criterion}_small`` the
-smallest. As in ``drop_utils/drop.py``, the ranking is **per class**: within class c (n_c samples)
-the ``int(drop_ratio * n_c)`` highest (``_large``) or lowest (``_small``) scored samples are dropped
-(ties: dataset order decides, stable sort). Exactly one of ``drop_ratio`` (in [0, 1)) and
-``keep_ratio`` (in (0, 1]) is given; ``keep_ratio = k`` means ``drop_ratio = round(1 - k, 12)``
-(the reference's 1 - k without its float error, so keep 0.9 of 10 drops 1, not 0).
+``{Criterion}_large`` drops the samples with the largest scores, ``{Criterion}_small`` the smallest, per
+class by the authors' rule (``drop_utils/drop.py``; :func:`harness.pruning.goldfromores.drop_per_class`):
+within class c (n_c samples) the ``int(drop_ratio * n_c)`` highest (``_large``) or lowest (``_small``) are
+dropped (ties: dataset order decides, stable sort). Exactly one of ``drop_ratio`` (in [0, 1)) and
+``keep_ratio`` (in (0, 1]) is given; ``keep_ratio = k`` means ``drop_ratio = round(1 - k, 12)`` (the
+reference's 1 - k without its float error, so keep 0.9 of 10 drops 1, not 0).
 
-Scores are index-aligned with the data they were computed on, never sorted; they are cached on disk
-(``<cache>/goldfromores/<hash>.npy`` + ``.json``), keyed by a hash of the data (images and labels),
-the criterion, its parameters and the seed, and reused across runs.
+Where the scores come from (``PrePrune.scores``): ``None`` computes the criterion (cached on disk under
+``<cache>/goldfromores/<hash>.npy`` + ``.json``, keyed by a hash of the data, the criterion, its parameters
+and the seed); ``"authors"`` reads the authors' released ``<data_root>/goldfromores/<DATASET>_<Indicator>.json``
+mapped from the official torchvision order onto our loader's order (:mod:`harness.data.official`); any
+other string is a ``.json`` list or ``.npy`` array index-aligned with OUR dataset order. Scores are never
+sorted; the condensed set's provenance records which were used (file name + md5, or criterion + params).
 """
 
 from __future__ import annotations
@@ -39,17 +43,28 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from harness.data.images import LabeledImages
 from harness.errors import ConfigError
 from harness.io import atomic_write_bytes, atomic_write_json
+from harness.pruning.goldfromores import (
+    LossRun,
+    authors_scores,
+    check_released,
+    drop_per_class,
+    file_scores,
+    keep_to_drop_ratio,
+    record_loss_run,
+    split_name,
+)
 from harness.registry import Registry, near_matches
 
 ScoreFn = Callable[[LabeledImages, dict[str, Any], int, torch.device], np.ndarray]
 CRITERIA: Registry[ScoreFn] = Registry("GoldFromOres criterion")
 ORDERS = ("large", "small")
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {}
+SCORE_VERSION = 2  # bump when a criterion's definition changes (old cached scores are then not reused)
+select_drops = drop_per_class  # (scores, labels, num_classes, drop_ratio, order) -> dropped indices
 
 
 def register_criterion(name: str, **defaults: Any):
@@ -84,9 +99,19 @@ class PrePrune:
     keep_ratio: float | None = None
     seed: int = 0
     params: dict[str, Any] = field(default_factory=dict)  # criterion settings (epochs, trials, ...)
+    scores: str | None = None  # None: compute; "authors": the released file; else a .json/.npy path (our order)
+    data_root: str | None = None  # where "authors" looks (<data_root>/goldfromores/); default $DDBENCH_DATA
 
     def __post_init__(self) -> None:
         parse_criterion(self.criterion)
+        if self.scores is not None:
+            if not isinstance(self.scores, str) or not self.scores:
+                raise ConfigError(f"scores {self.scores!r}: expected 'authors' or a .json/.npy file")
+            if self.indicator == "Random":
+                raise ConfigError("the Random criterion takes no scores (give a criterion such as LossConverge_large)")
+            if self.params:
+                raise ConfigError(f"params {sorted(self.params)} configure our own scoring, which scores="
+                                  f"{self.scores!r} replaces; give one or the other")
         if (self.drop_ratio is None) == (self.keep_ratio is None):
             raise ConfigError("give exactly one of drop_ratio and keep_ratio")
         if self.drop_ratio is not None and not 0.0 <= self.drop_ratio < 1.0:
@@ -100,7 +125,7 @@ class PrePrune:
 
     @property
     def drop_fraction(self) -> float:
-        return float(self.drop_ratio) if self.drop_ratio is not None else round(1.0 - float(self.keep_ratio), 12)
+        return float(self.drop_ratio) if self.drop_ratio is not None else keep_to_drop_ratio(self.keep_ratio)
 
     @property
     def indicator(self) -> str:
@@ -114,47 +139,48 @@ class PrePrune:
         return {**DEFAULT_PARAMS[self.indicator], **self.params}
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "drop_fraction": self.drop_fraction, "params": self.resolved_params()}
+        d = {**asdict(self), "drop_fraction": self.drop_fraction}
+        d.pop("data_root")  # where the files are is not what was done; the provenance records file + md5
+        d["params"] = self.resolved_params() if self.scores is None else {}
+        return d
 
 
 # --- selection -----------------------------------------------------------------------------------
-def drop_counts(counts: list[int], drop_ratio: float) -> list[int]:
-    return [int(drop_ratio * n) for n in counts]
-
-
-def select_drops(scores: np.ndarray, labels: np.ndarray | torch.Tensor, num_classes: int, drop_ratio: float,
-                 order: str) -> np.ndarray:
-    """Indices (sorted) to drop: per class the ``int(drop_ratio * n_c)`` largest/smallest scores."""
-    scores = np.asarray(scores, dtype=np.float64)
-    labels = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
-    if scores.shape != labels.shape:
-        raise ConfigError(f"{scores.shape[0]} scores for {labels.shape[0]} samples; scores must be index-aligned")
-    if order not in ORDERS:
-        raise ConfigError(f"order {order!r}: expected one of {ORDERS}")
-    if not np.isfinite(scores).all():
-        raise ConfigError("criterion scores hold NaN or infinite values")
-    key = -scores if order == "large" else scores
-    out = []
-    for c in range(num_classes):
-        idx = np.nonzero(labels == c)[0]
-        k = int(drop_ratio * idx.size)
-        out.append(idx[np.argsort(key[idx], kind="stable")[:k]])
-    return np.sort(np.concatenate(out)) if out else np.zeros(0, dtype=np.int64)
+def resolve_scores(data: LabeledImages, spec: PrePrune, *, cache_dir: str | Path | None = None,
+                   device: str | torch.device = "cpu") -> tuple[np.ndarray, dict[str, Any]]:
+    """Index-aligned scores for ``data`` (a whole training split for ``scores="authors"``) and their provenance."""
+    ind = spec.indicator
+    if spec.scores is None:
+        s = compute_scores(data, spec, cache_dir=cache_dir, device=device)
+        info = {"source": "computed", "criterion": ind, "params": spec.resolved_params(), "seed": spec.seed,
+                "definition": ((CRITERIA.get(ind).__doc__ or "").strip().splitlines() or [""])[0]}
+        return s, info
+    if spec.scores == "authors":
+        dataset, split = split_name(data.name)
+        check_released(dataset, ind)
+        if split != "train":
+            raise ConfigError(f"--drop-scores authors: the released scores are for the train split, not {data.name!r}")
+        return authors_scores(dataset, ind, data.labels, spec.data_root)
+    return file_scores(spec.scores, len(data))
 
 
 def drop_samples(real: LabeledImages, spec: PrePrune, *, scores: np.ndarray | None = None,
-                 cache_dir: str | Path | None = None, device: str | torch.device = "cpu"
-                 ) -> tuple[LabeledImages, torch.Tensor, dict[str, Any]]:
-    """Apply ``spec`` to ``real``: (kept data, kept indices into ``real``, a summary for provenance)."""
+                 scores_info: dict[str, Any] | None = None, cache_dir: str | Path | None = None,
+                 device: str | torch.device = "cpu") -> tuple[LabeledImages, torch.Tensor, dict[str, Any]]:
+    """Apply ``spec`` to ``real``: (kept data, kept indices into ``real``, a summary for provenance).
+
+    ``scores`` (index-aligned with ``real``) skips :func:`resolve_scores`; ``scores_info`` then says what they are.
+    """
     if scores is None:
-        scores = compute_scores(real, spec, cache_dir=cache_dir, device=device)
-    dropped = select_drops(scores, real.labels, real.num_classes, spec.drop_fraction, spec.order)
+        scores, scores_info = resolve_scores(real, spec, cache_dir=cache_dir, device=device)
+    dropped = drop_per_class(scores, real.labels, real.num_classes, spec.drop_fraction, spec.order)
     keep = np.ones(len(real), dtype=bool)
     keep[dropped] = False
     kept = torch.from_numpy(np.nonzero(keep)[0])
     info = {"criterion": spec.criterion, "drop_fraction": spec.drop_fraction, "n_before": len(real),
             "n_after": int(kept.numel()), "dropped_per_class": np.bincount(
-                real.labels.cpu().numpy()[dropped], minlength=real.num_classes).tolist()}
+                real.labels.cpu().numpy()[dropped], minlength=real.num_classes).tolist(),
+            "scores": dict(scores_info or {"source": "given by the caller"})}
     return real.subset(kept.to(real.images.device)), kept, info
 
 
@@ -162,7 +188,8 @@ def drop_samples(real: LabeledImages, spec: PrePrune, *, scores: np.ndarray | No
 def score_key(data: LabeledImages, indicator: str, params: dict[str, Any], seed: int) -> str:
     from adapters.condense.base import fingerprint
 
-    blob = {"dataset": data.name, "data": fingerprint(data), "criterion": indicator, "params": params, "seed": seed}
+    blob = {"dataset": data.name, "data": fingerprint(data), "criterion": indicator, "params": params, "seed": seed,
+            "version": SCORE_VERSION}
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
@@ -190,49 +217,30 @@ def compute_scores(data: LabeledImages, spec: PrePrune, *, cache_dir: str | Path
     return s
 
 
-def _loss_protocol(params: dict[str, Any], epochs: int):
-    from harness.train import Protocol
-
-    return Protocol("goldfromores-loss", model=params["model"], epochs=epochs, batch_size=params["batch_size"],
-                    lr=params["lr"], momentum=0.9, weight_decay=5e-4, schedule="constant", runs=1)
-
-
-def _train_and_record(data: LabeledImages, params: dict[str, Any], seed: int, device: torch.device, epochs: int
-                      ) -> tuple[np.ndarray, torch.nn.Module, torch.Tensor]:
-    from harness.dynamics import DynamicsRecorder
-    from harness.models import create_model
-    from harness.train import Trainer, seeded_model
-
-    proto = _loss_protocol(params, epochs)
-    x = data.normalized().to(device)
-    y = data.labels.to(device)
-    model = seeded_model(lambda: create_model(params["model"], num_classes=data.num_classes, in_chans=data.channels,
-                                              img_size=data.size, **params["model_kwargs"]), seed).to(device)
-    rec = DynamicsRecorder(len(data), data.num_classes, out_dir=None, labels=data.labels.cpu().numpy(),
-                           meta={"purpose": "goldfromores", "dataset": data.name, "seed": seed})
-    Trainer(model, proto, seed=seed, hooks=[rec]).fit(x, y, labels=y)
-    rec.finish()
-    return np.asarray(rec.dynamics().stat("loss"), dtype=np.float64), model, x
+def _loss_run(params: dict[str, Any]) -> LossRun:
+    return LossRun(epochs=int(params["epochs"]), model=params["model"], model_kwargs=dict(params["model_kwargs"]),
+                   batch_size=int(params["batch_size"]), lr=float(params["lr"]))
 
 
 _LOSS_DEFAULTS = {"model": "convnet", "model_kwargs": {}, "batch_size": 256, "lr": 0.01}
 
 
-@register_criterion("LossInit", epochs=1, **_LOSS_DEFAULTS)
+@register_criterion("LossInit", epochs=2, **_LOSS_DEFAULTS)
 def loss_init(data: LabeledImages, params: dict[str, Any], seed: int, device: torch.device) -> np.ndarray:
-    """Mean per-sample training cross-entropy over the first ``epochs`` epochs (from one seeded model)."""
-    loss, _, _ = _train_and_record(data, params, seed, device, int(params["epochs"]))
-    return loss.mean(0)
+    """Mean training-time cross-entropy over the first ``epochs`` epochs (scores.loss_init on a seeded run)."""
+    from harness.pruning.scores import compute_score
+
+    res = record_loss_run(data, _loss_run(params), seed=seed, device=device, evaluate=False)
+    return compute_score("loss_init", res.dynamics, epochs=int(params["epochs"]))
 
 
-@register_criterion("LossConverge", epochs=20, **_LOSS_DEFAULTS)
+@register_criterion("LossConverge", epochs=10, **_LOSS_DEFAULTS)
 def loss_converge(data: LabeledImages, params: dict[str, Any], seed: int, device: torch.device) -> np.ndarray:
-    """Per-sample cross-entropy (eval mode) of a model trained ``epochs`` epochs on the data."""
-    from harness.train import predict
+    """Eval-mode cross-entropy after ``epochs`` epochs of training (scores.loss_converge on a seeded run)."""
+    from harness.pruning.scores import compute_score
 
-    _, model, x = _train_and_record(data, params, seed, device, int(params["epochs"]))
-    logits = predict(model, x)
-    return F.cross_entropy(logits, data.labels.to(logits.device), reduction="none").cpu().numpy()
+    res = record_loss_run(data, _loss_run(params), seed=seed, device=device)
+    return compute_score("loss_converge", res.final)
 
 
 @register_criterion("MonteCarlo", trials=20, subset_fraction=0.1, method="dm", ipc=1, iterations=20,

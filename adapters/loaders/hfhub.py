@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from adapters.loaders import register_loader
-from adapters.loaders.imagefolder import read_class_folders
+from adapters.loaders.imagefolder import check_class_counts, read_class_folders
 from condensed import CondensedSet
 from harness.data import get_spec
 from harness.data.formats import IMAGE_SUFFIXES, decode_image
@@ -45,6 +45,19 @@ DATASET_KEYS = {"imagenet": "imagenet"}
 def rethinkdc_repo_id(dataset: str, method: str, ipc: int) -> str:
     """``he-yang/2025-rethinkdc-<dataset>-<method>-ipc-<ipc>`` (rethinkdc's dataset keys)."""
     return RETHINKDC_REPO.format(dataset=dataset, method=method.lower(), ipc=int(ipc))
+
+
+REPO_ID = re.compile(r"^(?!.*(--|\.\.))(?:[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?/)?"
+                     r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
+
+
+def check_repo_id(repo_id: str) -> str:
+    """``[owner/]name`` as the hub allows it (letters, digits, '-', '_', '.'; at most 96 characters)."""
+    if len(repo_id) > 96 or not REPO_ID.match(repo_id):
+        raise FormatError(f"{repo_id!r}: not a Hugging Face repository id; expected [owner/]name of letters, digits, "
+                          "'-', '_' and '.' (e.g. " + RETHINKDC_REPO.format(dataset="imagenet", method="sre2l", ipc=10)
+                          + ")")
+    return repo_id
 
 
 def parse_repo_id(repo_id: str) -> dict[str, str]:
@@ -63,13 +76,20 @@ def download_command(repo_id: str, cache_dir: str | Path | None, revision: str |
 
 def cached_snapshot(repo_id: str, *, cache_dir: str | Path | None = None, revision: str | None = None) -> Path:
     """The local snapshot folder of a hub dataset repository, never touching the network."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.constants import HF_HUB_CACHE
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    check_repo_id(repo_id)
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.constants import HF_HUB_CACHE
+        from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+    except ImportError:
+        raise FormatError(f"{repo_id}: reading the Hugging Face cache needs huggingface_hub "
+                          "(pip install huggingface_hub)") from None
 
     try:
         return Path(snapshot_download(repo_id, repo_type="dataset", revision=revision,
                                       cache_dir=str(cache_dir) if cache_dir else None, local_files_only=True))
+    except HFValidationError as e:
+        raise FormatError(f"{repo_id!r} (revision {revision!r}): {' '.join(str(e).split())}") from None
     except (LocalEntryNotFoundError, FileNotFoundError) as e:
         where = cache_dir or HF_HUB_CACHE
         raise DatasetNotFoundError(
@@ -114,6 +134,7 @@ def load_hfhub(path: Path | str, *, dataset: str | None = None, method: str | No
     repo_id = str(path).strip("/")
     if repo_id.startswith("hf:"):
         repo_id = repo_id[3:].lstrip("/")
+    check_repo_id(repo_id)
     info = parse_repo_id(repo_id)
     dataset = dataset or DATASET_KEYS.get(info.get("dataset", ""))
     if dataset is None:
@@ -133,6 +154,8 @@ def load_hfhub(path: Path | str, *, dataset: str | None = None, method: str | No
     spec = get_spec(dataset)
     if tuple(images.shape[1:]) != spec.geometry:
         raise FormatError(f"{snapshot}: images are {tuple(images.shape[1:])}, {dataset} is {spec.geometry}")
+    warnings = check_class_counts(labels, spec.num_classes, str(snapshot))
     return [CondensedSet(images=images.float() / 255.0, labels=labels, num_classes=spec.num_classes,
                          dataset=dataset, method=method, space="pixel", mean=spec.mean, std=spec.std,
-                         provenance={**prov, "shards": [s.name for s in shards]})]
+                         provenance={**prov, "shards": [s.name for s in shards],
+                                     **({"warnings": warnings} if warnings else {})})]

@@ -11,11 +11,38 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import torch
+
 from adapters.loaders import register_loader
 from condensed import CondensedSet
 from harness.data import get_spec, read_classlist
 from harness.data.formats import IMAGE_SUFFIXES, stack_labelled
 from harness.errors import DatasetNotFoundError, FormatError
+
+
+def check_class_counts(labels: torch.Tensor, num_classes: int, where: str,
+                       names: Sequence[str] | None = None) -> list[str]:
+    """Refuse a set with a class that holds no image; return warnings (unequal counts) for the provenance.
+
+    A condensed set with an empty class reports a wrong IPC and trains a model that never sees the
+    class; unequal per-class counts can be legitimate (imbalanced baselines) and are only warned about.
+    """
+    labels = labels.long().reshape(-1)
+    if labels.numel() == 0:
+        raise FormatError(f"{where}: the set holds no image")
+    if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+        raise FormatError(f"{where}: labels span [{int(labels.min())}, {int(labels.max())}], "
+                          f"expected [0, {num_classes})")
+    counts = torch.bincount(labels, minlength=num_classes).tolist()
+    empty = [i for i, c in enumerate(counts) if c == 0]
+    if empty:
+        shown = [names[i] if names is not None else i for i in empty[:5]]
+        more = f" and {len(empty) - 5} more" if len(empty) > 5 else ""
+        raise FormatError(f"{where}: {len(empty)} of {num_classes} classes hold no image ({shown}{more}); "
+                          "a condensed set needs every class")
+    if len(set(counts)) > 1:
+        return [f"unequal images per class (min {min(counts)}, max {max(counts)}); IPC is reported as the max"]
+    return []
 
 
 def _files(base: Path) -> Iterator[tuple[str, bytes]]:
@@ -51,8 +78,9 @@ def read_class_folders(base: Path, *, dataset: str, classes: Sequence[str] | str
     if tuple(images.shape[1:]) != spec.geometry:
         raise FormatError(f"{base}: images are {tuple(images.shape[1:])}, {dataset} is {spec.geometry}; "
                           "pass resize=True to resize them")
+    warnings = check_class_counts(labels, spec.num_classes, str(base), names)
     prov = {"source_format": source_format, "source_folder": base.name, "class_order": names,
-            "resized": resize, **(extra_provenance or {})}
+            "resized": resize, **(extra_provenance or {}), **({"warnings": warnings} if warnings else {})}
     return CondensedSet(images=images.float() / 255.0, labels=labels, num_classes=spec.num_classes,
                         dataset=dataset, method=method, space="pixel", mean=spec.mean, std=spec.std,
                         provenance=prov)

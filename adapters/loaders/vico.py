@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from adapters.loaders import register_loader
+from adapters.loaders.imagefolder import check_class_counts
 from adapters.loaders.torchfile import load_pt
 from condensed import CondensedSet
 from harness.data import get_spec
@@ -27,6 +28,19 @@ DATASET_NAMES = {"MNIST": "mnist", "FashionMNIST": "fashionmnist", "SVHN": "svhn
 def parse_name(path: Path) -> dict[str, str]:
     m = NAME.search(path.name)
     return m.groupdict() if m else {}
+
+
+def _integer_labels(labels: torch.Tensor, where: str) -> torch.Tensor:
+    """VICO labels are 1-D class ids; float labels are accepted only when every value is whole (no truncation)."""
+    if labels.ndim != 1:
+        raise FormatError(f"{where}: labels of shape {tuple(labels.shape)}, expected (N,) class ids")
+    if labels.is_floating_point():
+        if not torch.isfinite(labels).all() or not (labels == labels.round()).all():
+            raise FormatError(f"{where}: labels hold non-integer values (e.g. "
+                              f"{labels[labels != labels.round()][:3].tolist()}); expected class ids")
+    elif labels.dtype == torch.bool or labels.is_complex():
+        raise FormatError(f"{where}: labels of dtype {labels.dtype}, expected integer class ids")
+    return labels.long()
 
 
 @register_loader("vico")
@@ -58,9 +72,12 @@ def load_vico(path: Path, *, dataset: str | None = None, experiment: int | None 
         if tuple(images.shape[1:]) != spec.geometry:
             raise FormatError(f"{path}: experiment {e} images are {tuple(images.shape[1:])}, "
                               f"{dataset} is {spec.geometry}")
+        labels = _integer_labels(labels, f"{path}: experiment {e}")
+        warnings = check_class_counts(labels, spec.num_classes, f"{path}: experiment {e}")
         prov = {"source_format": "vico", "source_file": path.name, "experiment": e,
                 "experiments_in_file": len(experiments), "model": info.get("model"),
-                "recorded_accuracies": {k: {"mean": sum(v) / len(v), "n": len(v)} for k, v in accs.items() if v}}
+                "recorded_accuracies": {k: {"mean": sum(v) / len(v), "n": len(v)} for k, v in accs.items() if v},
+                **({"warnings": warnings} if warnings else {})}
         try:
             out.append(CondensedSet(images=images, labels=labels, num_classes=spec.num_classes, dataset=dataset,
                                     method=info.get("method", "unknown"), space="normalized", mean=spec.mean,

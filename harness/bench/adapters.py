@@ -9,8 +9,6 @@ and ``t`` test images per class of ``<name>``, so every flow (which loads by nam
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -94,25 +92,27 @@ def _condense(cfg: dict[str, Any], ctx: RunContext, method: str, ipc: int, seed:
            "pre_prune": None if pre_prune is None else pre_prune.as_dict()}
     art = ctx.artifact("condensed", key)
     final = art / "set"
-    if (final / "meta.json").is_file():
+    if (final / "meta.json").is_file():  # sets appear atomically: a meta.json means a finished set
         ctx.log.info("reusing condensed set %s", final)
         return load_condensed(final)
     from harness.data import load_dataset
+    from harness.locks import describe_owner, hold
 
-    real = load_dataset(ds, "train", data_root=ctx.data_root, cache_dir=ctx.cache_dir)
-    cond = create_condenser(method.lower())
-    config = cond.default_config(**params)
-    ctx.log.info("condensing %s ipc %d with %s %s pre_prune=%s", ds, ipc, method, params, pre_prune)
-    cs = cond.condense(real, ipc, config, pre_prune=pre_prune, seed=seed, device=ctx.device,
-                       score_cache=str(art / "scores"),
-                       progress=lambda d, t, info: ctx.log.info("iter %d/%d %s", d, t, info) if d == t else None)
-    tmp = Path(tempfile.mkdtemp(prefix=".set.", dir=art))
-    save_condensed(cs, tmp / "set")
-    try:
-        os.replace(tmp / "set", final)
-    except OSError:  # another process finished first; theirs is identical by construction
-        pass
-    shutil.rmtree(tmp, ignore_errors=True)
+    def waiting(owner: dict | None) -> None:
+        ctx.log.info("waiting for %s, which is condensing %s", describe_owner(owner), art)
+
+    with hold(art / ".lock", on_wait=waiting):  # one process condenses; the others wait and reuse its set
+        if (final / "meta.json").is_file():
+            ctx.log.info("reusing condensed set %s (made while we waited)", final)
+            return load_condensed(final)
+        real = load_dataset(ds, "train", data_root=ctx.data_root, cache_dir=ctx.cache_dir)
+        cond = create_condenser(method.lower())
+        config = cond.default_config(**params)
+        ctx.log.info("condensing %s ipc %d with %s %s pre_prune=%s", ds, ipc, method, params, pre_prune)
+        cs = cond.condense(real, ipc, config, pre_prune=pre_prune, seed=seed, device=ctx.device,
+                           score_cache=str(art / "scores"),
+                           progress=lambda d, t, info: ctx.log.info("iter %d/%d %s", d, t, info) if d == t else None)
+        save_condensed(cs, final, overwrite=False)
     return load_condensed(final)
 
 

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from harness.data.images import LabeledImages
     from harness.train import Protocol
 
-DISPLAY_KEYS = ("label", "published", "published_std", "x", "fairness")
+DISPLAY_KEYS = ("label", "published", "published_std", "x", "fairness", "follows")
 
 
 def stable_json(obj: Any) -> str:
@@ -68,6 +68,7 @@ class Cell:
     x: float | None = None
     published: Published | None = None
     role: str = "main"  # main | random_real | hard_label (fairness siblings)
+    follows: str = ""  # whose protocol the row follows (display only, not hashed)
 
     @property
     def key(self) -> str:
@@ -127,6 +128,7 @@ def expand(spec: TableSpec, scale: str = "full") -> list[Cell]:
     dataset_map = dict(sc.pop("dataset_map", None) or {})
     skip = set(sc.pop("skip_datasets", None) or ())
     only_cols = set(sc.pop("only_columns", None) or ())
+    sc.pop("about", None)  # display only
     out: list[Cell] = []
     for dataset in spec.datasets:
         for row in spec.rows:
@@ -153,6 +155,7 @@ def expand(spec: TableSpec, scale: str = "full") -> list[Cell]:
                     published = replace(published, std=float(row.config["published_std"][col.label]))
                 x = cfg.get("x", cfg.get("ipc", cfg.get("prune_rate")))
                 fair = bool(cfg.get("fairness", spec.fairness))
+                follows = str(cfg.get("follows", ""))
                 cfg = {k: v for k, v in cfg.items() if k not in DISPLAY_KEYS}
                 if cfg.get("dataset") in skip:
                     continue
@@ -160,7 +163,8 @@ def expand(spec: TableSpec, scale: str = "full") -> list[Cell]:
                 if cfg.get("dataset") in dataset_map:
                     cfg["dataset"] = dataset_map[cfg["dataset"]]
                 ds = str(cfg.get("dataset", ""))
-                cell = Cell(spec.name, ds, row.label, col.label, cfg, scale, col.path, x, published)
+                cell = Cell(spec.name, ds, row.label, col.label, cfg, scale, col.path, x, published,
+                            follows=follows)
                 out.append(cell)
                 if fair and cfg.get("kind") in ("condense", "shrink") and "ipc" in cfg:
                     out.extend(fairness_cells(cell))
@@ -184,9 +188,9 @@ def fairness_cells(cell: Cell) -> list[Cell]:
     rnd.update(kind="evaluate", source="random_real")
     hard = {**cell.config, "hard_label": True}
     return [Cell(cell.table, cell.dataset, f"random real (IPC {cell.config['ipc']})", cell.column, rnd,
-                 cell.scale, cell.origin, cell.x, None, "random_real"),
+                 cell.scale, cell.origin, cell.x, None, "random_real", cell.follows),
             Cell(cell.table, cell.dataset, f"{cell.row} [hard label]", cell.column, hard, cell.scale,
-                 cell.origin, cell.x, None, "hard_label")]
+                 cell.origin, cell.x, None, "hard_label", cell.follows)]
 
 
 # --- cell kinds ----------------------------------------------------------------------------------
@@ -236,7 +240,11 @@ def get_cell_kind(name: str) -> CellFn:
 def resolve_protocol(cfg: Mapping[str, Any]) -> Protocol:
     from harness.train import get_protocol
 
-    proto = get_protocol(cfg["protocol"], cfg["dataset"], **dict(cfg.get("protocol_overrides") or {}))
+    over = dict(cfg.get("protocol_overrides") or {})
+    proto = get_protocol(cfg["protocol"], cfg["dataset"], **over)
+    if proto.iterations is not None and "epochs" in over and "iterations" not in over:
+        raise ConfigError(f"protocol {proto.name}: trains {proto.iterations} iterations, so protocol_overrides "
+                          f"epochs={over['epochs']} would be ignored; also set iterations (null for epochs)")
     if cfg.get("model"):
         proto = proto.with_(model=cfg["model"])
     return proto.with_(runs=1)

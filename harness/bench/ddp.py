@@ -9,7 +9,10 @@ with DataLoader workers, one process per GPU under ``torchrun`` (NCCL) or severa
   is an ordinary dynamics directory (docs/dynamics.md), index-aligned in dataset order whatever the
   sampler, worker or rank, written epoch by epoch; every score reads it like any other run.
 * **subset training** (``subset=kept.npy``, ``test_root=...``): train a fresh model on the kept indices
-  only and report the final-epoch accuracy on the test folder in ``<out>/result.json``.
+  only and report the final accuracy on the test folder in ``<out>/result.json`` as a **fraction**
+  (``test_accuracy`` in [0, 1], like every other cell; reports print percent). With ``iterations > 0``
+  it runs exactly that many global optimiser steps (CCS / DUAL ImageNet: 300 000), through as many
+  passes over the kept images as it takes, the last one cut short, cosine laid over those steps.
 
 Every epoch ends with an atomic ``<out>/checkpoint.pt`` (model, optimiser, epoch); a killed run started
 again with the same config resumes from it, bit for bit: the sampler order is a function of
@@ -63,7 +66,8 @@ class DDPConfig:
     root: str
     out: str
     model: str = "resnet18_cifar"
-    epochs: int = 1
+    epochs: int = 1  # passes over the data; unused when iterations > 0
+    iterations: int = 0  # > 0: exactly this many optimiser steps (subset training only)
     batch_size: int = 32
     lr: float = 0.1
     momentum: float = 0.9
@@ -90,6 +94,10 @@ class DDPConfig:
             raise ConfigError("ddp: record=True needs the whole training folder; drop --subset or --record")
         if self.epochs < 1 or self.batch_size < 1 or self.img_size < 1:
             raise ConfigError("ddp: epochs, batch_size and img_size must be >= 1")
+        if self.iterations < 0:
+            raise ConfigError(f"ddp: iterations={self.iterations}, expected 0 (epochs) or a positive step count")
+        if self.record and self.iterations:
+            raise ConfigError("ddp: record=True (dynamics) needs whole epochs; drop --iterations")
 
 
 # --- per-sample transforms (picklable for workers; randomness from (seed, epoch, index)) -------------
@@ -260,7 +268,7 @@ def train_ddp(rank: int, world_size: int, cfg: DDPConfig, init_method: str = "en
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                               weight_decay=cfg.weight_decay, nesterov=cfg.nesterov and cfg.momentum > 0)
         proto = Protocol("ddp", model=cfg.model, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                         schedule=cfg.schedule, eta_min=cfg.eta_min)
+                         schedule=cfg.schedule, eta_min=cfg.eta_min, iterations=cfg.iterations or None)
         state = _State(model, opt, cfg)
         rec = None
         meta = {**asdict(cfg), "world_size": world_size, "classes": stream.classes,
@@ -291,9 +299,10 @@ def train_ddp(rank: int, world_size: int, cfg: DDPConfig, init_method: str = "en
             opt.load_state_dict(ck["optimizer"])
             state.train_acc = float(ck.get("train_acc", float("nan")))
         ddp = DDP(model, device_ids=[device.index] if use_cuda else None)
-        steps_per_epoch = math.ceil(n / world_size / cfg.batch_size)
-        steps_total = cfg.epochs * steps_per_epoch
-        for epoch in range(start_epoch, cfg.epochs):
+        steps_per_epoch = math.ceil(n / world_size / cfg.batch_size)  # = ceil(ceil(n / world) / batch) per rank
+        steps_total = cfg.iterations or cfg.epochs * steps_per_epoch
+        epochs_total = math.ceil(steps_total / steps_per_epoch)
+        for epoch in range(start_epoch, epochs_total):
             if stop_after is not None and epoch - start_epoch >= stop_after:
                 return None
             sampler.set_epoch(epoch)
@@ -301,8 +310,10 @@ def train_ddp(rank: int, world_size: int, cfg: DDPConfig, init_method: str = "en
             loader = DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
                                 pin_memory=use_cuda)
             ddp.train()
-            hits = torch.zeros(1, dtype=torch.float64, device=device)  # this rank's correct, summed at the end
+            hits = torch.zeros(2, dtype=torch.float64, device=device)  # this rank's (correct, seen), summed at the end
             for i, (x, y, idx) in enumerate(loader):
+                if epoch * steps_per_epoch + i >= steps_total:  # an iteration budget ends inside its last pass
+                    break
                 lr = scheduled_lr(proto, epoch, epoch * steps_per_epoch + i, steps_total, cfg.lr)
                 for group in opt.param_groups:
                     group["lr"] = lr
@@ -312,7 +323,8 @@ def train_ddp(rank: int, world_size: int, cfg: DDPConfig, init_method: str = "en
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                hits += (logits.detach().argmax(1) == y).sum()
+                hits[0] += (logits.detach().argmax(1) == y).sum()
+                hits[1] += y.numel()  # a cut-short last pass sees fewer than sampler.total_size
                 if cfg.record:  # every rank's batch, (sum B, 2 + C); only dynamics runs pay for the gather
                     rows = torch.cat([idx.double().to(device)[:, None], y.double()[:, None],
                                       logits.detach().double()], 1)
@@ -320,7 +332,7 @@ def train_ddp(rank: int, world_size: int, cfg: DDPConfig, init_method: str = "en
                     if rec is not None:  # DistributedSampler pads with repeats: same sample, same epoch
                         rec.on_batch(epoch, allrows[:, 0].long(), allrows[:, 2:].float(), allrows[:, 1].long())
             dist.all_reduce(hits)
-            state.epoch, state.train_acc = epoch + 1, float(hits.item()) / max(sampler.total_size, 1)
+            state.epoch, state.train_acc = epoch + 1, float(hits[0].item()) / max(float(hits[1].item()), 1.0)
             if rec is not None:
                 rec.on_epoch_end(epoch, state)  # rows, then checkpoint, then the commit
             elif rank == 0:
@@ -328,12 +340,12 @@ def train_ddp(rank: int, world_size: int, cfg: DDPConfig, init_method: str = "en
             dist.barrier()
         result: dict[str, Any] = {"format": RESULT_FORMAT, "config": asdict(cfg), "world_size": world_size,
                                   "n_train": n, "n_folder": n_all, "classes": stream.classes,
-                                  "last_epoch_train_acc": state.train_acc}
+                                  "last_epoch_train_acc": state.train_acc, "optimizer_steps": steps_total}
         if cfg.test_root:
             for b in model.buffers():  # BN statistics: rank 0's, so every rank evaluates the same model
                 dist.broadcast(b, 0)
             c, t = _evaluate(model, cfg, stream.classes, rank, world_size, device, IMAGENET_MEAN, IMAGENET_STD)
-            result.update({"test_correct": c, "n_test": t, "test_accuracy": 100.0 * c / max(t, 1)})
+            result.update({"test_correct": c, "n_test": t, "test_accuracy": c / max(t, 1)})  # a fraction
         if rank == 0:
             if rec is not None:
                 rec.finish()

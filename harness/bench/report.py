@@ -1,8 +1,12 @@
 """Reports: Markdown, CSV and LaTeX tables from the result store, with the paper's numbers beside.
 
 Each entry is the mean ± population std over the finished runs of a cell (percent, final-epoch test
-accuracy), the paper's number (``≈`` where read off a figure) and ours minus the paper's. Under
-each table: the scale, and every protocol used (``Protocol.describe()``).
+accuracy), the paper's number (``≈`` where read off a figure) and ours minus the paper's. Beside each
+row: whose protocol it follows (the spec's ``follows``). Under each table: the scale (with its
+``about`` line), and every protocol used (``Protocol.describe()``).
+
+Units: every record holds accuracies as fractions in [0, 1] (in-memory and streamed cells alike);
+percent appears only here, when printing. A record outside [0, 1] is refused rather than printed.
 
 Fairness (DD-Ranking style, on request with ``fairness: true`` in the spec): for a condensed set at
 IPC k we also report a random real subset at the same IPC under the identical protocol and the
@@ -29,6 +33,7 @@ from typing import Any
 from harness.bench.cells import Cell, expand
 from harness.bench.spec import Published, TableSpec
 from harness.bench.store import ResultStore
+from harness.errors import FormatError
 from harness.io import atomic_write_text
 
 
@@ -70,6 +75,10 @@ def summarize(spec: TableSpec, results: str | Path, scale: str = "full") -> list
     store = ResultStore(results)
     by_cell: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for rec in store.records(spec.name):
+        bad = [a for a in rec.get("accuracies", []) if not 0.0 <= float(a) <= 1.0]
+        if bad:
+            raise FormatError(f"{results}: record {rec.get('unit', '?')} of cell {rec['cell']} holds accuracies "
+                              f"{bad} outside [0, 1]; records hold fractions (percent only when printing)")
         by_cell[rec["cell"]].append(rec)
     out = []
     for cell in expand(spec, scale):
@@ -137,17 +146,37 @@ def _fairness_rows(spec: TableSpec, group: list[CellSummary]) -> list[str]:
             "| row | column | IOR | HLR | LRS |", "|---|---|---|---|---|", *lines]
 
 
+def scale_note(spec: TableSpec, scale: str) -> str:
+    """The scale's ``about`` line, else a generic warning for any scale but ``full``."""
+    about = str(spec.scale(scale).get("about", "")).strip()
+    if about:
+        return about
+    return ("scaled down: epochs, runs and data are reduced; numbers are not comparable with the paper's"
+            if scale != "full" else "")
+
+
+def _follows(group: list[CellSummary]) -> dict[str, str]:
+    """Row label -> the protocol it follows (the first non-empty text among its cells)."""
+    out: dict[str, str] = {}
+    for s in group:
+        if s.cell.follows and not out.get(s.cell.row):
+            out[s.cell.row] = s.cell.follows
+    return out
+
+
 def markdown(spec: TableSpec, summaries: list[CellSummary], scale: str) -> str:
     out = [f"# {spec.title or spec.name}", ""]
     if spec.source:
         out += [f"Published numbers: {spec.source}. `≈` marks values read off a figure.", ""]
-    out += [f"**Scale: `{scale}`**" + (" (scaled down: epochs, runs and data are reduced; "
-                                      "numbers are not comparable with the paper's)" if scale != "full" else ""), ""]
+    note = scale_note(spec, scale)
+    out += [f"**Scale: `{scale}`**" + (f" ({note})" if note else ""), ""]
     out += ["Each entry: ours (mean ± std over runs, %, final-epoch test accuracy) / paper → difference "
             "(percentage points).", ""]
     for ds, group in _by_dataset(summaries).items():
         rows, cols, grid = _grid(group)
-        out += [f"## {ds}", "", "| | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+        follows = _follows(group)
+        heads = (["follows"] if follows else []) + cols
+        out += [f"## {ds}", "", "| |" + "".join(f" {h} |" for h in heads), "|---" * (len(heads) + 1) + "|"]
         for r in rows:
             cells = []
             for c in cols:
@@ -160,7 +189,7 @@ def markdown(spec: TableSpec, summaries: list[CellSummary], scale: str) -> str:
                     d = s.diff
                     txt += f" / {s.published.render()}" + (f" → {d:+.2f}" if d is not None else "")
                 cells.append(txt)
-            out.append(f"| {r} | " + " | ".join(cells) + " |")
+            out.append("| " + " | ".join([r, *([follows.get(r, "")] if follows else []), *cells]) + " |")
         out += _fairness_rows(spec, group)
         protos = sorted({s.protocol_text for s in group if s.protocol_text})
         out += ["", "Protocol(s):", *[f"- {p}" for p in protos or ["(no finished runs yet)"]]]
@@ -178,7 +207,7 @@ def to_csv(summaries: list[CellSummary], scale: str) -> str:
     w = csv.writer(buf)
     w.writerow(["table", "scale", "dataset", "row", "column", "role", "x", "n_runs", "expected_runs",
                 "mean_acc", "std_acc", "accuracies", "paper", "paper_std", "paper_approx", "diff_pp", "cell_key",
-                "protocol"])
+                "protocol", "follows"])
     for s in summaries:
         p = s.published
         w.writerow([s.cell.table, scale, s.cell.dataset, s.cell.row, s.cell.column, s.cell.role, s.cell.x, s.n,
@@ -186,7 +215,7 @@ def to_csv(summaries: list[CellSummary], scale: str) -> str:
                     "" if s.std is None else f"{100 * s.std:.4f}",
                     " ".join(f"{100 * a:.4f}" for a in s.accuracies), "" if p is None else p.value,
                     "" if p is None or p.std is None else p.std, "" if p is None else p.approx,
-                    "" if s.diff is None else f"{s.diff:.4f}", s.cell.key, s.protocol_text])
+                    "" if s.diff is None else f"{s.diff:.4f}", s.cell.key, s.protocol_text, s.cell.follows])
     return buf.getvalue()
 
 
@@ -216,9 +245,13 @@ def latex(spec: TableSpec, summaries: list[CellSummary], scale: str) -> str:
                 ents.append(e)
             out.append(" & ".join([_tex(r), *ents]) + r" \\")
         protos = "; ".join(sorted({s.protocol_text for s in group if s.protocol_text}))
+        fol = "; ".join(f"{r}: {t}" for r, t in _follows(group).items())
+        note = scale_note(spec, scale)
         out += [r"\bottomrule", r"\end{tabular}",
-                rf"\caption{{{_tex(spec.title or spec.name)} -- {_tex(ds)}, scale \texttt{{{_tex(scale)}}}. "
-                rf"Ours (mean$\pm$std); paper in parentheses. Protocol: {_tex(protos)}}}",
+                rf"\caption{{{_tex(spec.title or spec.name)} -- {_tex(ds)}, scale \texttt{{{_tex(scale)}}}"
+                + (f" ({_tex(note)})" if note else "") + ". "
+                + (f"Rows follow: {_tex(fol)}. " if fol else "")
+                + rf"Ours (mean$\pm$std); paper in parentheses. Protocol: {_tex(protos)}}}",
                 r"\end{table}", ""]
     return "\n".join(out)
 

@@ -9,6 +9,11 @@ where ``protocol_overrides`` and ``params`` merge key by key. A ``scale`` (``ful
 one defined under the spec's ``scales``) is applied last: it shrinks epochs, runs and data for a
 CPU smoke run, and its name is part of every cell's hash and is stated in every report.
 
+Every row says whose protocol it follows: ``follows: "<paper, file / setting>"`` in ``defaults`` or on
+a row (a display key like ``published``: it is printed beside the row in every report and does not
+change any cell's hash). A scale may carry ``about: "<one line>"``, which the reports print with the
+scale's name (e.g. that ``smoke`` is a smoke scale, or what an ``epoch-matched`` alternative changes).
+
 Published numbers travel with the spec: ``published: {<column label>: 93.0 | "~86" | {value,
 std, approx, source}}`` on a row, in percent as the papers print them; ``~``/``approx: true`` marks
 values read off a figure (fig≈). The spec's ``source`` names the reference-doc section.
@@ -20,6 +25,7 @@ file and the YAML line of the offending key (from ``yaml.compose`` node marks).
 from __future__ import annotations
 
 import copy
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,6 +35,7 @@ from typing import Any
 import yaml
 
 from harness.errors import ConfigError
+from harness.validate import check_values
 
 # --- keys a cell config may carry --------------------------------------------------------------
 CELL_KEYS: dict[str, str] = {
@@ -64,6 +71,8 @@ CELL_KEYS: dict[str, str] = {
     "label": "display label (rows/columns)",
     "published": "paper numbers per column label (percent); '~x' marks fig≈",
     "published_std": "paper std per column label (percent)",
+    "follows": "defaults / rows only: whose protocol the row follows (paper, file, setting); display only",
+    "about": "scales only: one line the reports print about the scale (display only)",
     "x": "numeric x value used by plots (IPC, pruning rate)",
     "only_columns": "scales only: run just these column labels",
     "dataset_map": "scales only: run a dataset's cells on another (e.g. cifar10 -> cifar10-jpeg75)",
@@ -363,13 +372,60 @@ def _validate_config(cfg: Mapping[str, Any], where_key) -> None:
                 if pk not in proto_fields:
                     raise ConfigError(f"{where_key(k, pk)}: unknown protocol key {pk!r} "
                                       f"(known: {', '.join(sorted(proto_fields))})")
-        if k in ("runs", "ipc", "source_ipc", "train_per_class", "test_per_class") and (
-                not isinstance(v, int) or isinstance(v, bool) or v < 1):
-            raise ConfigError(f"{w}: {k} must be a positive integer, got {v!r}")
-        if k in ("prune_rate", "drop_ratio") and not (isinstance(v, (int, float)) and 0 <= v < 1):
+                # type and range of each value (epochs: -2, lr: abc fail here, not in every unit at run time)
+                check_values(Protocol, {pk: v[pk]}, f"{where_key(k, pk)}: protocol_overrides", exclude=("name",))
+        if k in ("params", "dataset_map") and not isinstance(v, Mapping):
+            raise ConfigError(f"{w}: {k} must be a mapping, got {v!r}")
+        if k in _INT_KEYS and not _is_int(v, _INT_KEYS[k]):
+            what = "a positive integer" if _INT_KEYS[k] == 1 else "a non-negative integer"
+            raise ConfigError(f"{w}: {k} must be {what}, got {v!r}")
+        if k in ("prune_rate", "drop_ratio") and not (
+                isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1):
             raise ConfigError(f"{w}: {k} must be a fraction in [0, 1), got {v!r}")
-        if k == "seeds" and (not isinstance(v, list) or not all(isinstance(s, int) for s in v)):
-            raise ConfigError(f"{w}: seeds must be a list of integers")
+        if k == "seeds" and (not isinstance(v, list) or not v or not all(_is_int(s, 0) for s in v)):
+            raise ConfigError(f"{w}: seeds must be a non-empty list of non-negative integers, got {v!r}")
+        if k == "x" and not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)):
+            raise ConfigError(f"{w}: x must be a finite number, got {v!r}")
+        if k in ("hard_label", "fairness", "streaming") and not isinstance(v, bool):
+            raise ConfigError(f"{w}: {k} must be true or false, got {v!r}")
+
+
+# integer cell keys and their minimum
+_INT_KEYS: dict[str, int] = {"runs": 1, "ipc": 1, "source_ipc": 1, "train_per_class": 1, "test_per_class": 1,
+                             "dynamics_epochs": 1, "nproc": 1, "img_size": 1, "num_workers": 0, "seed": 0,
+                             "experiment": 0}
+
+
+def _is_int(v: Any, lo: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= 2**31 - 1
+
+
+def _check_cell_settings(spec: TableSpec, cell: Any, scale: str) -> None:
+    """Build the cell's protocol (and a condense cell's config) now, so a bad combination fails at load."""
+    from harness.bench.cells import resolve_protocol
+
+    where = f"{spec.where(cell.origin)} (cell {cell.row} / {cell.column}, scale {scale})"
+    try:
+        resolve_protocol(cell.config)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    if cell.config.get("kind") == "condense" and isinstance(cell.config.get("method"), str):
+        try:
+            from adapters.condense import create_condenser
+        except ImportError:
+            return
+        from harness.registry import UnknownNameError
+
+        params = {k: v for k, v in (cell.config.get("params") or {}).items() if k != "pre_prune_params"}
+        try:
+            cond = create_condenser(cell.config["method"].lower())
+        except UnknownNameError:  # the method name itself is checked (with its line) by _check_name
+            return
+        params = check_values(cond.config_cls, params, f"{where}: params")
+        try:
+            cond.default_config(**params)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: params: {e}") from None
 
 
 def _flat_published(pub: Any) -> list[tuple[tuple[str, ...], Any]]:
@@ -383,12 +439,31 @@ def _flat_published(pub: Any) -> list[tuple[tuple[str, ...], Any]]:
     return out
 
 
+def _check_placement(spec: TableSpec) -> None:
+    """``follows`` (text) only in defaults and on rows; ``about`` (text) only in scales."""
+    places: list[tuple[str, Mapping[str, Any], tuple[Any, ...]]] = [("defaults", spec.defaults, ("defaults",))]
+    places += [("row", r.config, r.path) for r in spec.rows]
+    places += [("column", c.config, c.path) for c in spec.columns]
+    places += [("cell override", over, ("cells", i)) for i, over in enumerate(spec.cells.values())]
+    places += [("scale", sc, ("scales", name)) for name, sc in spec.scales.items()]
+    for kind, cfg, path in places:
+        for key, allowed in (("follows", ("defaults", "row")), ("about", ("scale",))):
+            if key not in cfg:
+                continue
+            where = spec.where(path + (key,))
+            if kind not in allowed:
+                raise ConfigError(f"{where}: {key!r} belongs in {' or '.join(allowed)}, not in a {kind}")
+            if not isinstance(cfg[key], str) or not cfg[key].strip():
+                raise ConfigError(f"{where}: {key} must be non-empty text, got {cfg[key]!r}")
+
+
 def validate_spec(spec: TableSpec) -> None:
     """Check every key, name and grid entry; errors carry the YAML line of the offending entry."""
     def wk(prefix: tuple[Any, ...]):
         return lambda *keys: spec.where(prefix + keys)
 
     _validate_config(spec.defaults, wk(("defaults",)))
+    _check_placement(spec)
     for i, d in enumerate(spec.datasets):
         if d is not None:
             _check_name(d, "dataset", spec.where(("datasets", i)))
@@ -426,3 +501,6 @@ def validate_spec(spec: TableSpec) -> None:
             if req not in cell.config:
                 raise ConfigError(f"{spec.where(cell.origin)}: cell ({cell.row}, {cell.column}) has no {req!r} "
                                   f"(set it in defaults, the row or the column)")
+    for scale in sorted({**GLOBAL_SCALES, **spec.scales}):
+        for cell in (cells if scale == "full" else expand(spec, scale)):
+            _check_cell_settings(spec, cell, scale)

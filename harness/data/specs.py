@@ -104,10 +104,13 @@ def load_dataset(
     else:
         images, labels, classes = spec.reader(root, split, download)
         if cached is not None:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(".tmp")
-            torch.save({"images": images, "labels": labels, "classes": list(classes)}, tmp)
-            os.replace(tmp, cached)
+            import io
+
+            from harness.io import atomic_write_bytes
+
+            buf = io.BytesIO()  # a private temporary name: runners sharing a cache never tear each other's file
+            torch.save({"images": images, "labels": labels, "classes": list(classes)}, buf)
+            atomic_write_bytes(cached, buf.getvalue())
     if tuple(images.shape[1:]) != spec.geometry:
         raise DatasetNotFoundError(
             f"{root}: {name} {split} images have shape {tuple(images.shape[1:])}, expected {spec.geometry}"

@@ -7,16 +7,28 @@ import json
 
 import numpy as np
 
-from harness.cli import common_data_args, parse_params, write_json_out
+from harness.cli import (
+    check_out_file,
+    check_out_root,
+    checked_params,
+    common_data_args,
+    keep_fraction,
+    nonneg_int,
+    parse_params,
+    positive_int,
+    prune_fraction,
+    seed_int,
+    write_json_out,
+)
 from harness.errors import ConfigError, FormatError
 
 
 def _budget_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     g = p.add_mutually_exclusive_group(required=required)
-    g.add_argument("--keep", type=float, help="keep fraction in (0, 1]")
-    g.add_argument("--prune", type=float, help="pruning rate in [0, 1)")
-    g.add_argument("--count", type=int, help="number of samples kept")
-    g.add_argument("--ipc", type=int, help="samples kept per class")
+    g.add_argument("--keep", type=keep_fraction, help="keep fraction in (0, 1]")
+    g.add_argument("--prune", type=prune_fraction, help="pruning rate in [0, 1)")
+    g.add_argument("--count", type=positive_int, help="number of samples kept")
+    g.add_argument("--ipc", type=positive_int, help="samples kept per class")
 
 
 def _budget(args: argparse.Namespace):
@@ -37,9 +49,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="train")
     p.add_argument("--model", default=None, help="default: the protocol's")
     p.add_argument("--protocol", default="ccs", help="training protocol preset (ccs, tdds, dual, yoco ...)")
-    p.add_argument("--epochs", type=int, default=None, help="override the protocol's epochs")
+    p.add_argument("--epochs", type=positive_int, default=None, help="override the protocol's epochs")
     p.add_argument("--param", action="append", help="other protocol overrides, key=value")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--keep-logits", action="store_true", help="also store full logits (epochs x N x C)")
     p.add_argument("--out", required=True, help="dynamics directory (resumed if it holds the same run)")
     common_data_args(p)
@@ -50,7 +62,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--dynamics", help="a dynamics directory (ddbench dynamics --out)")
     src.add_argument("--from-logits", help="a TDDS/DUAL dump directory ({e}_Output.npy + {e}_Index.npy)")
     p.add_argument("--labels", help="labels.npy (N,) for --from-logits")
-    p.add_argument("--num-classes", type=int, default=None, help="for --from-logits (default: max label + 1)")
+    p.add_argument("--num-classes", type=positive_int, default=None,
+                   help="for --from-logits (default: max label + 1)")
     p.add_argument("--import-to", default=None, help="with --from-logits: keep the imported dynamics here")
     p.add_argument("--method", required=True, help="a score name (see `ddbench recipes`)")
     p.add_argument("--param", action="append", help="score parameters, key=value (e.g. T=30 J=10)")
@@ -64,7 +77,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--features", default=None, help="features .npy (N, D) for ssp")
     p.add_argument("--recipe", required=True)
     p.add_argument("--opt", action="append", help="selection-rule options, key=value (e.g. cutoff_ratio=0.3)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     _budget_args(p)
     p.add_argument("--out", required=True, help="kept indices .npy (sorted int64)")
     p.set_defaults(func=cmd_select)
@@ -76,18 +89,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--protocol-dynamics", default="ccs")
     p.add_argument("--protocol-train", default="ccs")
     p.add_argument("--model", default=None)
-    p.add_argument("--epochs-dynamics", type=int, default=None)
-    p.add_argument("--epochs-train", type=int, default=None)
-    p.add_argument("--runs", type=int, default=None)
+    p.add_argument("--epochs-dynamics", type=positive_int, default=None)
+    p.add_argument("--epochs-train", type=positive_int, default=None)
+    p.add_argument("--runs", type=positive_int, default=None)
     p.add_argument("--param", action="append", help="score parameters, key=value")
     p.add_argument("--opt", action="append", help="selection-rule options, key=value")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--workdir", default="runs")
     p.add_argument("--out", default=None, help="write the result JSON here")
     g = p.add_argument_group("streamed datasets (imagenet): DDP under torchrun")
-    g.add_argument("--nproc", type=int, default=None, help="processes (default: the GPUs, else 1)")
-    g.add_argument("--num-workers", type=int, default=4, help="DataLoader workers per process")
-    g.add_argument("--img-size", type=int, default=None, help="training resolution (default: the dataset's)")
+    g.add_argument("--nproc", type=positive_int, default=None, help="processes (default: the GPUs, else 1)")
+    g.add_argument("--num-workers", type=nonneg_int, default=4, help="DataLoader workers per process")
+    g.add_argument("--img-size", type=positive_int, default=None, help="training resolution (default: the dataset's)")
     common_data_args(p)
     p.set_defaults(func=cmd_coreset)
 
@@ -99,20 +112,101 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def _load_npy(path: str, what: str) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise FormatError(f"{path}: cannot read {what} ({e})") from None
+    except (OSError, ValueError, EOFError) as e:
+        raise FormatError(f"{path}: cannot read {what} ({' '.join(str(e).split())})") from None
+
+
+MAX_CLASSES = 1 << 20  # class ids beyond this are not labels (and would make per-class counts explode)
+
+
+def _load_labels(path: str, n: int | None = None) -> np.ndarray:
+    """A labels .npy: 1-D, integer values >= 0 (integral floats are accepted; fractions are refused)."""
+    arr = _load_npy(path, "labels")
+    if arr.ndim != 1 or arr.size == 0 or (n is not None and arr.shape[0] != n):
+        raise FormatError(f"{path}: labels of shape {arr.shape}, expected ({n if n is not None else 'N'},) "
+                          "index-aligned with the dataset")
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all() or not (arr == np.round(arr)).all():
+            raise FormatError(f"{path}: labels must be whole numbers, got non-integer {arr.dtype} values")
+    elif arr.dtype.kind not in "iu":
+        raise FormatError(f"{path}: labels of dtype {arr.dtype}, expected integers")
+    if arr.min() < 0:
+        raise FormatError(f"{path}: labels must be >= 0, got {arr.min()}")
+    if arr.max() >= MAX_CLASSES:
+        raise FormatError(f"{path}: label {arr.max()} is not a class id (expected < {MAX_CLASSES})")
+    return arr.astype(np.int64)
+
+
+def _load_score_file(path: str, n: int) -> np.ndarray:
+    from harness.pruning.scores import load_scores
+
+    try:
+        raw = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise FormatError(f"{path}: cannot read scores ({' '.join(str(e).split())}); expected a 1-D .npy") from None
+    if raw.dtype.kind not in "fiu":
+        raise FormatError(f"{path}: scores of dtype {raw.dtype}, expected real numbers")
+    scores = load_scores(path, n)
+    bad = int((~np.isfinite(scores)).sum())
+    if bad:
+        raise FormatError(f"{path}: {bad} of {scores.size} scores are NaN or infinite")
+    return scores
+
+
+def _score_fn(name: str):
+    from harness.pruning.scores import get_score
+
+    return get_score(name).fn
+
+
+def _rule_opts(recipe, items, option: str = "--opt") -> dict:
+    """``--opt`` checked against the recipe's selection rule (names, types); ``cutoff_score`` names a score."""
+    from harness.pruning.scores import get_score
+    from harness.pruning.select import RULES
+    from harness.validate import check_values
+
+    rule = RULES.get(recipe.rule)
+    raw = parse_params(items, option)
+    extra = {}
+    if recipe.rule == "stratified" and "cutoff_score" in raw:
+        extra["cutoff_score"] = str(raw.pop("cutoff_score"))
+        get_score(extra["cutoff_score"])
+    opts = check_values(rule, raw, option, exclude=("seed", "features", "cutoff_scores", "mu", "num_classes"))
+    return {**opts, **extra}
+
+
+def _check_dynamics_out(path: str, option: str) -> None:
+    """A dynamics folder: new, empty, or a dynamics run (resumed); never a folder with other files."""
+    from harness.dynamics import FORMAT, LOCK
+    from harness.io import check_output_dir, read_meta_json
+
+    def is_dynamics(d):
+        if not (d / "meta.json").exists():  # a recorder that has only taken the lock so far
+            return {f.name for f in d.iterdir()} <= {LOCK, f"{LOCK}.reclaim"}
+        try:
+            read_meta_json(d / "meta.json", FORMAT)
+        except (FormatError, OSError):
+            return False
+        return True
+
+    check_output_dir(path, what="dynamics run", is_ours=is_dynamics, overwrite=True, option=option)
 
 
 def cmd_dynamics(args: argparse.Namespace) -> int:
-    from harness.data import load_dataset
+    from harness.data import get_spec, load_dataset
     from harness.dynamics import record_dynamics
-    from harness.train import get_protocol
+    from harness.train import Protocol, get_protocol
+    from harness.validate import check_model_name
 
-    overrides = parse_params(args.param)
+    get_spec(args.dataset)
+    _check_dynamics_out(args.out, "--out")
+    overrides = checked_params(Protocol, args.param, exclude=("name",))
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
-    if args.model:
+    if args.model is not None:
         overrides["model"] = args.model
+    if "model" in overrides:
+        check_model_name(str(overrides["model"]))
     proto = get_protocol(args.protocol, args.dataset, **overrides)
     train = load_dataset(args.dataset, args.split, data_root=args.data_root, download=args.download,
                          cache_dir=args.cache_dir)
@@ -128,16 +222,30 @@ def cmd_score(args: argparse.Namespace) -> int:
     from harness.pruning.scores import compute_score, get_score, save_scores
 
     spec = get_score(args.method)  # unknown names fail before any work
-    params = parse_params(args.param)
+    check_out_file(args.out)
+    if args.import_to:
+        _check_dynamics_out(args.import_to, "--import-to")
+    params = checked_params(spec.fn, args.param)
     if args.dynamics:
+        for opt, val in (("--labels", args.labels), ("--num-classes", args.num_classes),
+                         ("--import-to", args.import_to)):
+            if val is not None:
+                raise ConfigError(f"{opt} is for --from-logits; --dynamics carries its own")
         dyn = Dynamics.open(args.dynamics)
     else:
         if not args.labels:
             raise ConfigError("--from-logits needs --labels labels.npy")
-        labels = _load_npy(args.labels, "labels").astype(np.int64)
-        dyn = import_logit_dumps(args.from_logits, labels, args.num_classes or int(labels.max()) + 1,
-                                 out_dir=args.import_to)
+        labels = _load_labels(args.labels)
+        num_classes = args.num_classes if args.num_classes is not None else int(labels.max()) + 1
+        if int(labels.max()) >= num_classes:
+            raise ConfigError(f"--num-classes {num_classes}: {args.labels} holds label {int(labels.max())}")
+        dyn = import_logit_dumps(args.from_logits, labels, num_classes, out_dir=args.import_to)
     scores = compute_score(args.method, dyn, **params)
+    bad = int((~np.isfinite(scores)).sum())
+    if bad:
+        src = args.dynamics or args.from_logits
+        raise FormatError(f"{src}: {args.method} is NaN or infinite for {bad} of {scores.size} samples "
+                          "(the recorded logits/statistics hold non-finite values); nothing written")
     save_scores(args.out, scores)
     print(f"wrote {args.out}: {args.method} ({spec.direction}) over {dyn.n} samples, {dyn.epochs} epochs")
     return 0
@@ -146,33 +254,86 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_select(args: argparse.Namespace) -> int:
     from harness.dynamics import Dynamics
     from harness.pruning.recipes import parse_recipe, select_with_recipe
-    from harness.pruning.scores import load_scores
     from harness.pruning.select import save_kept
 
     recipe = parse_recipe(args.recipe)
+    check_out_file(args.out)
     budget = _budget(args)
-    opts = parse_params(args.opt)
+    opts = _rule_opts(recipe, args.opt)
+    if args.scores and not recipe.score:
+        raise ConfigError(f"--scores: recipe {recipe.name} uses no score (rule {recipe.rule}); drop --scores")
+    if args.features and recipe.rule != "kmeans":
+        raise ConfigError(f"--features: recipe {recipe.name} does not use features (only k-means recipes: ssp)")
     dyn = Dynamics.open(args.dynamics) if args.dynamics else None
     if args.labels:
-        labels = _load_npy(args.labels, "labels").astype(np.int64)
+        labels = _load_labels(args.labels, dyn.n if dyn is not None else None)
+        if dyn is not None and not np.array_equal(labels, dyn.labels):
+            raise ConfigError(f"--labels {args.labels} differ from the labels of --dynamics {args.dynamics}")
     elif dyn is not None:
         labels = dyn.labels
     else:
         raise ConfigError("--labels (or --dynamics) is required")
-    if dyn is not None:
+    n = labels.shape[0]
+    used: list[str] = []  # what each input provided, printed with the result
+    if args.scores:
+        source = _load_score_file(args.scores, n)
+        used.append(f"scores from {args.scores}")
+        if dyn is not None:
+            used.append(f"labels from {args.dynamics}" if not args.labels else f"labels from {args.labels}")
+            used += _extras_from_dynamics(recipe, dyn, opts, args.dynamics)
+        elif recipe.rule == "beta":
+            raise ConfigError(f"recipe {recipe.name} also needs --dynamics (mu, the mean target probability "
+                              "over the first epochs) besides --scores")
+        elif opts.get("cutoff_score") not in (None, recipe.score):
+            raise ConfigError(f"--opt cutoff_score={opts['cutoff_score']} needs --dynamics to compute the cut-off "
+                              f"scores (the given --scores are {recipe.score})")
+    elif dyn is not None:
         source = dyn
-    elif args.scores:
-        source = load_scores(args.scores, labels.shape[0])
+        used.append(f"{recipe.score}{dict(recipe.score_params) or ''} scores computed from {args.dynamics}"
+                    if recipe.score else f"labels from {args.dynamics}")
     elif recipe.score:
         raise ConfigError(f"recipe {recipe.name} needs --scores or --dynamics")
     else:
         source = None
-    features = _load_npy(args.features, "features") if args.features else None
+    features = None
+    if args.features:
+        features = _load_npy(args.features, "features")
+        if features.ndim != 2 or features.shape[0] != n or features.dtype.kind not in "fiu":
+            raise FormatError(f"{args.features}: features of shape {features.shape} ({features.dtype}), "
+                              f"expected ({n}, D) numbers, one row per sample")
+        if not np.isfinite(features).all() or not np.isfinite((features.astype(np.float64) ** 2).sum(1)).all():
+            raise FormatError(f"{args.features}: features hold NaN or infinite values (or overflow when squared)")
+        used.append(f"features from {args.features}")
+    elif recipe.rule == "kmeans":
+        raise ConfigError(f"recipe {recipe.name} needs --features (N, D) .npy")
     kept = select_with_recipe(recipe, source, labels, budget, seed=args.seed, features=features, **opts)
     save_kept(args.out, kept)
     counts = np.bincount(labels[kept], minlength=int(labels.max()) + 1)
     print(f"wrote {args.out}: {kept.size}/{labels.size} kept ({recipe.describe()}, {budget}); per class {counts}")
+    if used:
+        print("used: " + "; ".join(used))
     return 0
+
+
+def _extras_from_dynamics(recipe, dyn, opts: dict, where: str) -> list[str]:
+    """With given scores, what the rule still takes from the dynamics (DUAL's mu, a CCS cut-off score)."""
+    from harness.pruning import scores as S
+
+    notes = []
+    if recipe.rule == "beta" and opts.get("mu") is None:
+        T = int(recipe.score_params.get("T", 30))
+        opts["mu"] = S.mean_target_prob(dyn, epochs=T)
+        notes.append(f"mu (mean target probability, first {min(T, dyn.epochs)} epochs) from {where}")
+    if recipe.rule == "stratified":
+        key = opts.get("cutoff_score", recipe.rule_opts.get("cutoff_score"))
+        if key is not None and key != recipe.score and opts.get("cutoff_scores") is None:
+            opts["cutoff_scores"] = S.compute_score(str(key), dyn)
+            opts.setdefault("cutoff_direction", S.get_score(str(key)).direction)
+            opts.pop("cutoff_score", None)
+            notes.append(f"cut-off scores ({key}) from {where}")
+        elif key is not None:
+            notes.append(f"cut-off on the given scores ({key})")
+    return notes
 
 
 def cmd_coreset(args: argparse.Namespace) -> int:
@@ -180,7 +341,21 @@ def cmd_coreset(args: argparse.Namespace) -> int:
 
     from harness.data import get_spec
     from harness.pruning.coreset import run_coreset
+    from harness.pruning.recipes import parse_recipe
+    from harness.train import get_protocol
+    from harness.validate import check_model_name
 
+    recipe = parse_recipe(args.recipe)  # names, parameters and options fail before any training
+    check_out_file(args.out)
+    check_out_root(args.workdir, "--workdir")
+    score_params = checked_params(_score_fn(recipe.score), args.param) if recipe.score else parse_params(args.param)
+    if score_params and not recipe.score:
+        raise ConfigError(f"--param: recipe {recipe.name} has no score to take parameters")
+    rule_opts = _rule_opts(recipe, args.opt)
+    get_protocol(args.protocol_dynamics, args.dataset)
+    get_protocol(args.protocol_train, args.dataset)
+    if args.model is not None:
+        check_model_name(args.model)
     if get_spec(args.dataset).streaming:
         from harness.pruning.stream_coreset import run_coreset_streaming
 
@@ -190,7 +365,7 @@ def cmd_coreset(args: argparse.Namespace) -> int:
                          protocol_dynamics=args.protocol_dynamics, protocol_train=args.protocol_train,
                          seed=args.seed, workdir=args.workdir, device=args.device, model=args.model,
                          epochs_dynamics=args.epochs_dynamics, epochs_train=args.epochs_train, runs=args.runs,
-                         score_params=parse_params(args.param), rule_opts=parse_params(args.opt),
+                         score_params=score_params, rule_opts=rule_opts,
                          cache_dir=args.cache_dir, download=args.download, progress=print)
     print(json.dumps(report, indent=2))
     write_json_out(args.out, report)

@@ -7,6 +7,11 @@ Layout under ``workdir``::
 
     dynamics/<hash>/        one dynamics run (docs/dynamics.md); shared by every recipe and budget
     coreset/<hash>/         scores.npy (index-aligned), kept.npy (sorted indices), result.json
+                            (+ weights.npy: the kept samples' loss weights, when the protocol has some)
+
+A training protocol with a ``loss_weighting`` (TDDS's ``tdds-subset``) trains on the kept samples with
+weights from the recipe's own scores: :func:`subset_weights` normalises them over the **whole** training
+set (as TDDS's ``data_subset.py`` does on its saved score file) and takes the kept rows.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import torch
 from harness.dynamics import config_hash, dynamics_config, record_dynamics
 from harness.io import atomic_write_json
 from harness.pruning.recipes import parse_recipe, recipe_scores, select_with_recipe
-from harness.pruning.scores import save_scores
+from harness.pruning.scores import final_eval_from_dynamics, get_score, save_scores
 from harness.pruning.select import Budget, save_kept
 
 
@@ -48,6 +53,7 @@ def resolve_flow(dataset: str, recipe: str, protocol_dynamics: str, protocol_tra
                  score_params: dict | None = None, rule_opts: dict | None = None) -> tuple[Any, Any, Any]:
     """``(recipe, dynamics protocol, training protocol)`` of a coreset flow, with its scale options applied
     (``epochs_*`` override the protocols' epochs, ``model`` both protocols' model unless overridden)."""
+    from harness.errors import ConfigError
     from harness.train import get_protocol
 
     r = parse_recipe(recipe)
@@ -58,10 +64,29 @@ def resolve_flow(dataset: str, recipe: str, protocol_dynamics: str, protocol_tra
         dov["epochs"] = epochs_dynamics
     if epochs_train is not None:
         tov["epochs"] = epochs_train
+        tov.setdefault("iterations", None)  # asking for epochs replaces an iteration budget
     if model is not None:
         dov.setdefault("model", model)
         tov.setdefault("model", model)
-    return r, get_protocol(protocol_dynamics, dataset, **dov), get_protocol(protocol_train, dataset, **tov)
+    p_train = get_protocol(protocol_train, dataset, **tov)
+    if p_train.iterations is not None and "epochs" in tov and "iterations" not in tov:
+        raise ConfigError(f"protocol {protocol_train}: trains {p_train.iterations} iterations, so epochs="
+                          f"{tov['epochs']} would be ignored; also set iterations (null for epochs)")
+    return r, get_protocol(protocol_dynamics, dataset, **dov), p_train
+
+
+def subset_weights(protocol, scores: np.ndarray | None, kept: np.ndarray, recipe: str) -> np.ndarray | None:
+    """The kept samples' loss weights under ``protocol.loss_weighting`` (None when it is ``none``):
+    the weighting's ``weights(scores)`` over all N samples, then the rows of ``kept`` (in ``kept`` order)."""
+    from harness.errors import ConfigError
+    from harness.train import get_loss_weighting
+
+    if protocol.loss_weighting == "none":
+        return None
+    if scores is None:
+        raise ConfigError(f"protocol {protocol.name}: loss_weighting {protocol.loss_weighting!r} weights by the "
+                          f"recipe's scores, and recipe {recipe!r} has none")
+    return np.asarray(get_loss_weighting(protocol.loss_weighting).weights(scores))[kept]
 
 
 def run_coreset(dataset: str, recipe: str, budget: Budget, *, data_root: str | Path | None = None,
@@ -93,8 +118,11 @@ def run_coreset(dataset: str, recipe: str, budget: Budget, *, data_root: str | P
     dyn = record_dynamics(train, p_dyn, seed=seed, out_dir=dyn_dir, device=device,
                           progress=lambda e, t: say(f"dynamics epoch {e}/{t}"))
     features = _features(train, dyn_dir, p_dyn, device) if r.rule == "kmeans" else None
-    scores = recipe_scores(r, dyn)
-    kept = select_with_recipe(r, dyn if r.score else None, dyn.labels, budget, seed=seed, features=features,
+    src = dyn  # a score of the final model (LossConverge) reads its eval pass, not the dynamics
+    if r.score and get_score(r.score).needs == "final_eval":
+        src = final_eval_from_dynamics(dyn, train, device=device)
+    scores = recipe_scores(r, src)
+    kept = select_with_recipe(r, src if r.score else None, dyn.labels, budget, seed=seed, features=features,
                               num_classes=train.num_classes)
     run_cfg = {"dynamics": dyn_key, "recipe": r.describe(), "budget": [budget.kind, budget.value], "seed": seed,
                "train": p_train.as_dict(), "runs": runs}
@@ -102,13 +130,20 @@ def run_coreset(dataset: str, recipe: str, budget: Budget, *, data_root: str | P
     if scores is not None:
         save_scores(out_dir / "scores.npy", scores)
     save_kept(out_dir / "kept.npy", kept)
+    weights = subset_weights(p_train, scores, kept, r.name)
+    if weights is not None:
+        from harness.io import atomic_save_npy
+
+        atomic_save_npy(out_dir / "weights.npy", weights)
     subset = train.subset(torch.from_numpy(kept))
     say(f"train on {len(kept)}/{len(train)}: {p_train.describe()}")
-    res = evaluate_set(subset, test, p_train, runs=runs, seed=seed, device=device)
+    res = evaluate_set(subset, test, p_train, runs=runs, seed=seed, device=device,
+                       sample_weights=None if weights is None else torch.from_numpy(weights).float())
     hist = np.bincount(dyn.labels[kept], minlength=train.num_classes).tolist()
     report = {"dataset": dataset, "recipe": r.name, "recipe_detail": r.describe(), "budget": str(budget),
               "n_train": len(train), "n_kept": int(kept.size), "class_counts": hist, "seed": seed,
               "protocol_dynamics": p_dyn.describe(), "protocol_train": p_train.describe(),
+              "train_steps": p_train.steps_for(int(kept.size)),
               "dynamics_dir": str(dyn_dir), "out_dir": str(out_dir), "accuracies": list(res.accuracies),
               "mean": res.mean, "std": res.std}
     atomic_write_json(out_dir / "result.json", report)

@@ -19,13 +19,17 @@ Defaults follow the reference code (``shared/reference/pruning-scores.md`` §2 "
 ``ccs``                   CCS: strata on AUM, cut-off of the lowest-AUM samples (cutoff_ratio
                           from the CCS README: 0.3 at >= 90 % pruning, 0.2 at >= 80 %, else 0);
                           ``ccs_balance``: the same inside each class
-``ccs_yoco``              YOCO's CCS: strata on EL2N, cut-off of the highest EL2N, first-k in strata
-                          (``ccs_yoco_balance``: per class, YOCO Table 5)
+``ccs_yoco``              YOCO's CCS: strata on EL2N, cut-off of the highest EL2N, in each stratum the
+                          k highest-EL2N samples (YOCO's first-k in its descending-EL2N order);
+                          ``ccs_yoco_balance``: one global cut-off, then strata and budget per class
+                          (YOCO ``img_loader.py``'s balanced branch)
 ``tdds``                  TDDS (T 30, J 10, beta 0.9; README example), keep the highest
 ``dual``                  DUAL (T 30, J 10) with Beta sampling, c_d 4 (CIFAR README)
 ``dynunc``                Dyn-Unc over all epochs, keep the highest
 ``yoco``                  LBPE top-10 epochs, keep easy, balanced (``yoco_imbalance``)
-``LossInit_{large,small}``, ``LossConverge_{large,small}``: GoldFromOres drop criteria, per class
+``LossInit_{large,small}``, ``LossConverge_{large,small}``: GoldFromOres drop criteria (scores
+                          ``loss_init`` / ``loss_converge``, rule ``drop_per_class``: int(r * n_c) per
+                          class; the same definitions as ``ddbench condense --drop-criterion``)
 ========================  =====================================================================
 """
 
@@ -39,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from harness.errors import ConfigError
+from harness.pruning import goldfromores as _gfo  # noqa: F401  (registers the drop_per_class rule)
 from harness.pruning import scores as S
 from harness.pruning import select as R
 from harness.registry import Registry, UnknownNameError, near_matches
@@ -108,16 +113,17 @@ for _r in (
     Recipe("ccs", "aum", "stratified", suffixes=_BAL, rule_opts={"cutoff_ratio": "auto", "cutoff_score": "aum"},
            doc="CCS: 50 strata on AUM after cutting the lowest-AUM samples"),
     Recipe("ccs_yoco", "el2n", "stratified", suffixes=_BAL,
-           rule_opts={"cutoff_ratio": 0.0, "within": "first", "cutoff_score": "el2n"},
-           doc="YOCO's CCS: strata on EL2N, cut-off of the highest EL2N (set cutoff_ratio), first-k in strata"),
+           rule_opts={"cutoff_ratio": 0.0, "within": "hard_first", "cutoff_score": "el2n", "cutoff_scope": "global"},
+           doc="YOCO's CCS: strata on EL2N, cut-off of the highest EL2N (set cutoff_ratio), the highest-EL2N "
+               "k in each stratum (within='random': YOCO's --strata_fixed_select)"),
     Recipe("dual", "dual", "beta", suffixes=(), score_params={"T": 30, "J": 10}, rule_opts={"c_d": 4.0},
            doc="DUAL score with Beta sampling"),
 ):
     register_recipe(_r)
 for _base, _score in (("LossInit", "loss_init"), ("LossConverge", "loss_converge")):
-    for _end in ("large", "small"):  # the end that is DROPPED; ranking within each class
-        register_recipe(Recipe(f"{_base}_{_end}", _score, "rank", keep="easy" if _end == "large" else "hard",
-                               balance=True, suffixes=(), doc=f"GoldFromOres {_base}: drop the {_end} end per class"))
+    for _end in ("large", "small"):  # the end that is DROPPED, int(r * n_c) per class (GoldFromOres drop.py)
+        register_recipe(Recipe(f"{_base}_{_end}", _score, "drop_per_class", balance=True, suffixes=(),
+                               rule_opts={"order": _end}, doc=f"GoldFromOres {_base}: drop the {_end} end per class"))
 
 
 def list_recipes(expanded: bool = False) -> list[str]:
@@ -180,7 +186,8 @@ def recipe_scores(recipe: str | Recipe, dyn) -> np.ndarray | None:
 
 def select_with_recipe(recipe: str | Recipe, dyn_or_scores, labels, budget: R.Budget, *, seed: int,
                        features=None, num_classes: int | None = None, **rule_opts) -> np.ndarray:
-    """Kept indices (sorted) for ``recipe``. ``dyn_or_scores``: a Dynamics (scores computed here), an
+    """Kept indices (sorted) for ``recipe``. ``dyn_or_scores``: a Dynamics (scores computed here), a
+    :class:`harness.pruning.scores.FinalEval` (for scores of the final model, ``LossConverge_*``), an
     index-aligned score array, or None for recipes without a score (random, ssp).
 
     From a bare score array, ``ccs`` uses the same scores for its cut-off (pass ``cutoff_scores=`` for
@@ -189,7 +196,7 @@ def select_with_recipe(recipe: str | Recipe, dyn_or_scores, labels, budget: R.Bu
     from harness.dynamics import Dynamics
 
     r = parse_recipe(recipe)
-    dyn = dyn_or_scores if isinstance(dyn_or_scores, (Dynamics, list, tuple)) else None
+    dyn = dyn_or_scores if isinstance(dyn_or_scores, (Dynamics, S.FinalEval, list, tuple)) else None
     if labels is None:
         if dyn is None:
             raise ConfigError("labels are needed when selecting from a score array")

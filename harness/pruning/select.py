@@ -217,14 +217,17 @@ def keep_easy(scores, labels, budget: Budget, *, seed: int, direction: str = "hi
 def strata_edges(scores: np.ndarray, strata: int = 50) -> np.ndarray:
     """CCS strata: ``strata`` bins of equal width over [min, 1.0001*max].
 
+    CCS/YOCO ``Coreset.stratified_sampling`` (YOCO ``ccs/core/data/Coreset.py`` 71-76): ``step = (1.0001*max -
+    min) / stratas``, bin k = [min + k*step, min + (k+1)*step); the edges here are computed the same way.
     For a non-positive max, 1.0001*max would fall below max (CCS would drop the top sample); we use
-    max + 0.0001*|max| there, which equals 1.0001*max for positive scores. All-equal scores form one bin.
+    max + 0.0001*|max| there. All-equal scores form one bin.
     """
     lo, hi = float(scores.min()), float(scores.max())
-    hi = hi + 1e-4 * abs(hi) if hi != 0 else 1e-4 * max(abs(lo), 1.0)
+    hi = hi * 1.0001 if hi > 0 else (hi + 1e-4 * abs(hi) if hi != 0 else 1e-4 * max(abs(lo), 1.0))
     if hi <= lo:
         hi = lo + 1e-4 * max(abs(lo), 1.0)
-    return lo + (hi - lo) / strata * np.arange(strata + 1)
+    step = (hi - lo) / strata
+    return lo + step * np.arange(strata + 1)
 
 
 def stratum_of(scores: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -233,10 +236,32 @@ def stratum_of(scores: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.clip(b, 0, len(edges) - 2)
 
 
-def bin_allocate(budget: int, sizes: np.ndarray) -> np.ndarray:
-    """CCS ``bin_allocate``: strata in ascending population; each takes min(size, remaining // strata left)."""
+TIE_ORDERS = ("torch", "stable")
+
+
+def _ascending(sizes: np.ndarray, ties: str) -> np.ndarray:
+    """Strata in ascending population. ``ties="torch"``: equal populations in the order ``torch.argsort``
+    (not stable) gives them, as CCS/YOCO's ``bin_allocate`` calls it on the int64 populations; ``"stable"``:
+    lower stratum first."""
+    if ties == "stable":
+        return np.argsort(sizes, kind="stable")
+    if ties == "torch":
+        import torch
+
+        return torch.argsort(torch.as_tensor(np.asarray(sizes, dtype=np.int64))).numpy()
+    raise ConfigError(f"ties={ties!r}, expected one of {TIE_ORDERS}")
+
+
+def bin_allocate(budget: int, sizes: np.ndarray, ties: str = "torch") -> np.ndarray:
+    """CCS ``bin_allocate``: strata in ascending population; each takes min(size, remaining // strata left).
+
+    CCS ``core/data/Coreset.py`` 75-94, YOCO ``ccs/core/data/Coreset.py`` 89-112. Among strata of equal
+    population the order decides which get the larger share when the budget binds; the authors sort with
+    ``torch.argsort(bins)``, which is not stable for more than 16 strata (``ties="torch"`` reproduces
+    it with the installed torch; ``ties="stable"``: lower stratum first).
+    """
     sizes = np.asarray(sizes, dtype=np.int64)
-    order = np.argsort(sizes, kind="stable")
+    order = _ascending(sizes, ties)
     out = np.zeros_like(sizes)
     rest = int(budget)
     for i, s in enumerate(order):
@@ -246,20 +271,20 @@ def bin_allocate(budget: int, sizes: np.ndarray) -> np.ndarray:
     return out
 
 
-def _stratified_one(idx: np.ndarray, scores: np.ndarray, hard_cut: np.ndarray | None, k: int, n_cut: int,
-                    strata: int, within: str, rng: np.random.Generator, where: str) -> np.ndarray:
-    """Steps 1-4 of :func:`stratified` on the samples ``idx`` (all of them, or one class)."""
-    keep_mask = np.ones(idx.size, bool)
-    if n_cut:
-        keep_mask[_top(hard_cut, np.arange(idx.size), n_cut)] = False
-    pool = idx[keep_mask]
+WITHIN = ("random", "hard_first")
+
+
+def _stratified_one(pool: np.ndarray, scores: np.ndarray, k: int, strata: int, within: str, ties: str,
+                    rng: np.random.Generator, where: str) -> np.ndarray:
+    """Steps 2-4 of :func:`stratified` on ``pool`` (the samples left after the cut-off, in the order
+    ``within`` reads them: index order for ``random``, hard-first for ``hard_first``)."""
     if k > pool.size:
-        raise ConfigError(f"budget keeps {k}{where} but only {pool.size} samples remain after the cut-off of {n_cut}")
+        raise ConfigError(f"budget keeps {k}{where} but only {pool.size} samples remain after the cut-off")
     if k == 0:
         return pool[:0]
     edges = strata_edges(scores[pool], strata)
     bins = stratum_of(scores[pool], edges)
-    alloc = bin_allocate(k, np.bincount(bins, minlength=strata))
+    alloc = bin_allocate(k, np.bincount(bins, minlength=strata), ties)
     out = []
     for b in range(strata):
         if alloc[b]:
@@ -271,40 +296,64 @@ def _stratified_one(idx: np.ndarray, scores: np.ndarray, hard_cut: np.ndarray | 
 @register_rule("stratified")
 def stratified(scores, labels, budget: Budget, *, seed: int, direction: str = "high_hard", strata: int = 50,
                cutoff_ratio: float = 0.0, cutoff_scores=None, cutoff_direction: str | None = None,
-               within: str = "random", balance: bool = False, num_classes: int | None = None) -> np.ndarray:
-    """CCS coverage-centric selection.
+               within: str = "random", cutoff_scope: str = "class", ties: str = "torch", balance: bool = False,
+               num_classes: int | None = None) -> np.ndarray:
+    """CCS coverage-centric selection (Zheng et al., ICLR 2023) and YOCO's variant of it.
 
-    1. Hard cut-off: drop the int(cutoff_ratio * N) hardest samples by ``cutoff_scores`` (default:
-       ``scores``) read with ``cutoff_direction`` (default: ``direction``). CCS: AUM, low = hard;
-       YOCO's variant: the same key as the strata.
-    2. ``strata`` bins of equal width over [min, 1.0001*max] of the remaining scores.
-    3. Budget (of all N, CCS ``int(ratio*N)``) split by :func:`bin_allocate`.
-    4. Inside each stratum: uniform random (``within="random"``, CCS) or the first k by index
-       (``"first"``, YOCO's default).
+    Let ``h`` be the hardness of ``cutoff_scores`` (default: ``scores``) read with ``cutoff_direction``
+    (default: ``direction``), and order the samples hard-first (h descending; ties: lower index first).
 
-    ``balance`` (YOCO's ``ccs_balance``): steps 1-4 inside each class, with the class's share of the
-    budget (:meth:`Budget.per_class`) and int(cutoff_ratio * n_c) cut per class.
+    1. Hard cut-off: drop the first int(cutoff_ratio * N) samples of that order (CCS: AUM, low = hard;
+       YOCO: the strata key itself, EL2N high = hard; ``mislabel_mask``, YOCO ``utils/img_loader.py`` 540-552).
+    2. ``strata`` bins of equal width over [min, 1.0001*max] of the remaining ``scores`` (:func:`strata_edges`).
+    3. Budget (of all N, CCS/YOCO ``int(ratio*N)``) split by :func:`bin_allocate` (``ties``: equal-population
+       strata in ``torch.argsort`` order, as the authors, or ``"stable"``).
+    4. Inside each stratum: uniform random (``within="random"``, CCS; YOCO's ``--strata_fixed_select``) or
+       the first k in the hard-first order (``"hard_first"``, YOCO's default): YOCO re-orders the score
+       array by the cut-off sort (``mislabel_mask(inplace=True)``, descending EL2N; ascending for
+       ``accumulated_margin``) and takes ``pool[:budget]`` of each stratum in that order
+       (``Coreset.py`` 121-130), i.e. the k *hardest* members of the stratum, whatever their class.
+
+    ``balance``: steps 2-4 inside each class with the class's share of the budget
+    (:meth:`Budget.per_class`). The cut-off is made per class, int(cutoff_ratio * n_c) each
+    (``cutoff_scope="class"``), or once over the whole set before the split (``"global"``, YOCO's
+    balanced branch, ``utils/img_loader.py`` 555-594; a class the cut empties below its budget is an error,
+    where YOCO crashes).
     """
     scores, labels, nc = _check(scores, labels, num_classes)
     n = labels.size
     if not 0 <= cutoff_ratio < 1:
         raise ConfigError(f"cutoff_ratio {cutoff_ratio} must be in [0, 1)")
-    if within not in ("random", "first"):
-        raise ConfigError(f"within={within!r}, expected 'random' or 'first'")
+    if within not in WITHIN:
+        raise ConfigError(f"within={within!r}, expected one of {WITHIN} (YOCO's first-k is 'hard_first')")
+    if cutoff_scope not in ("class", "global"):
+        raise ConfigError(f"cutoff_scope={cutoff_scope!r}, expected 'class' or 'global'")
+    if ties not in TIE_ORDERS:
+        raise ConfigError(f"ties={ties!r}, expected one of {TIE_ORDERS}")
     cs = scores if cutoff_scores is None else _check(cutoff_scores, labels, nc)[0]
     h = hardness(cs, cutoff_direction or direction)
+    order = np.lexsort((np.arange(n), -h))  # hard first; ties: lower index first
+
+    def pool_of(rest: np.ndarray) -> np.ndarray:
+        return rest if within == "hard_first" else np.sort(rest)
+
     rng = np.random.default_rng(seed)
+    if not balance or cutoff_scope == "global":
+        rest = order[int(cutoff_ratio * n):]
     if not balance:
-        idx = np.arange(n)
-        out = _stratified_one(idx, scores, h, budget.total(n, nc), int(cutoff_ratio * n), strata, within, rng,
+        out = _stratified_one(pool_of(rest), scores, budget.total(n, nc), strata, within, ties, rng,
                               f" ({budget})")
         return np.sort(out).astype(np.int64)
     per = budget.per_class(np.bincount(labels, minlength=nc))
     out = []
     for c in range(nc):
-        idx = np.flatnonzero(labels == c)
-        out.append(_stratified_one(idx, scores, h[idx], int(per[c]), int(cutoff_ratio * idx.size), strata, within,
-                                   rng, f" in class {c} ({budget})"))
+        if cutoff_scope == "global":
+            mine = rest[labels[rest] == c]
+        else:
+            mine = order[labels[order] == c]
+            mine = mine[int(cutoff_ratio * mine.size):]
+        out.append(_stratified_one(pool_of(mine), scores, int(per[c]), strata, within, ties, rng,
+                                   f" in class {c} ({budget})"))
     return np.sort(np.concatenate(out)).astype(np.int64)
 
 

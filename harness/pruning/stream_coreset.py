@@ -34,7 +34,9 @@ def ddp_config(protocol: Any, *, root: Path, out: Path, img_size: int, nproc: in
     """The :class:`harness.bench.ddp.DDPConfig` that runs ``protocol`` on ``nproc`` ranks.
 
     ``crop_flip`` protocols use ``augment`` (default: ``rrc_flip`` at >= 64 px, the ImageNet recipe;
-    ``crop_flip`` below). Protocol features the streamed trainer does not have are refused, not ignored.
+    ``crop_flip`` below). An iteration budget (``iterations``) counts global optimiser steps (one step =
+    one global batch over all ranks). Protocol features the streamed trainer does not have are refused,
+    not ignored.
     """
     from harness.bench.ddp import SCHEDULES, DDPConfig
 
@@ -42,15 +44,19 @@ def ddp_config(protocol: Any, *, root: Path, out: Path, img_size: int, nproc: in
     if p.schedule not in SCHEDULES:
         raise ConfigError(f"protocol {p.name}: schedule {p.schedule!r} is not supported on streamed data "
                           f"({', '.join(SCHEDULES)})")
-    unsupported = {"augment dsa/dc": p.augment in ("dsa", "dc"), "cutmix": p.cutmix_p > 0,
-                   f"loss {p.loss}": p.loss != "ce", f"precision {p.precision}": p.precision != "fp32"}
+    unsupported = {f"augment {p.augment}": p.augment not in ("none", "crop_flip"), "cutmix": p.cutmix_p > 0,
+                   f"loss {p.loss}": p.loss != "ce", f"precision {p.precision}": p.precision != "fp32",
+                   f"loss_weighting {p.loss_weighting}": p.loss_weighting != "none"}
     bad = [k for k, v in unsupported.items() if v]
     if bad:
         raise ConfigError(f"protocol {p.name}: {', '.join(bad)} not supported on streamed data")
     if p.batch_size % nproc:
         raise ConfigError(f"protocol {p.name}: batch_size {p.batch_size} does not split over {nproc} processes")
     aug = "none" if p.augment == "none" else (augment or ("rrc_flip" if img_size >= 64 else "crop_flip"))
-    return DDPConfig(root=str(root), out=str(out), model=p.model, epochs=p.total_epochs,
+    if record and p.iterations is not None:
+        raise ConfigError(f"protocol {p.name}: a dynamics run records whole epochs; use epochs, not iterations")
+    return DDPConfig(root=str(root), out=str(out), model=p.model,
+                     epochs=p.epochs if p.iterations is not None else p.total_epochs, iterations=p.iterations or 0,
                      batch_size=p.batch_size // nproc, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay,
                      nesterov=p.nesterov, schedule=p.schedule, eta_min=p.eta_min, augment=aug, img_size=img_size,
                      num_workers=num_workers, seed=seed, backend=backend, classlist=classlist, record=record,
@@ -84,7 +90,7 @@ def run_coreset_streaming(dataset: str, recipe: str, budget: Any, *, data_root: 
     from harness.bench.ddp import launch
     from harness.data import get_spec
     from harness.data.stream import stream_folders
-    from harness.dynamics import Dynamics, config_hash
+    from harness.dynamics import Dynamics, config_hash, dynamics_lock
     from harness.io import atomic_write_json
     from harness.pruning.coreset import resolve_flow
     from harness.pruning.recipes import recipe_scores, select_with_recipe
@@ -111,7 +117,8 @@ def run_coreset_streaming(dataset: str, recipe: str, budget: Any, *, data_root: 
     dyn_key = config_hash({"dataset": dataset, **_key(probe, nproc)})
     dyn_dir = workdir / "dynamics" / dyn_key
     say(f"dynamics ({nproc} x {backend}): {p_dyn.describe()} -> {dyn_dir}")
-    launch(ddp_config(p_dyn, root=train_dir, out=dyn_dir, seed=seed, **common), nproc)
+    with dynamics_lock(dyn_dir):  # one recorder per dynamics folder; another flow waits, then reuses it
+        launch(ddp_config(p_dyn, root=train_dir, out=dyn_dir, seed=seed, **common), nproc)
     dyn = Dynamics.open(dyn_dir)
     k = len(dyn.meta["config"]["classes"])
     scores = recipe_scores(r, dyn)
@@ -130,12 +137,13 @@ def run_coreset_streaming(dataset: str, recipe: str, budget: Any, *, data_root: 
         say(f"train run {i + 1}/{n_runs} on {len(kept)}/{dyn.n}: {p_train.describe()}")
         cfg = ddp_config(p_train, root=train_dir, out=out_dir / f"run{i}", seed=seed + i, record=False,
                          subset=str((out_dir / "kept.npy").resolve()), test_root=str(test_dir), **common)
-        accs.append(float(launch(cfg, nproc)["test_accuracy"]))
+        accs.append(float(launch(cfg, nproc)["test_accuracy"]))  # a fraction, as every cell records
     a = np.asarray(accs)
     hist = np.bincount(dyn.labels[kept], minlength=k).tolist()
     report = {"dataset": dataset, "recipe": r.name, "recipe_detail": r.describe(), "budget": str(budget),
               "n_train": dyn.n, "n_kept": int(kept.size), "class_counts": hist, "seed": seed,
               "protocol_dynamics": p_dyn.describe(), "protocol_train": p_train.describe(),
+              "train_steps": p_train.steps_for(int(kept.size)),
               "dynamics_dir": str(dyn_dir), "out_dir": str(out_dir), "accuracies": accs,
               "mean": float(a.mean()), "std": float(a.std()), "streaming": True, "world_size": nproc,
               "backend": backend, "img_size": size}
