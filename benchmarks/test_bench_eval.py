@@ -23,11 +23,12 @@ import os
 
 import pytest
 import torch
+from reference_style import evaluate_reference
 
 from harness.data import LabeledImages
-from harness.fasteval import bf16_supported, evaluate_fast
-from harness.reference_eval import evaluate_reference
-from harness.train import Protocol, Trainer, get_protocol, seeded_model
+from harness.engine.fasteval import bf16_supported, evaluate_fast
+from harness.engine.protocol import TrainProtocol, create_protocol
+from harness.engine.trainer import Trainer, seeded_model
 
 K = 10
 EPOCHS = int(os.environ.get("DDBENCH_BENCH_EPOCHS", "2"))
@@ -41,11 +42,11 @@ def _threads() -> None:
         torch.set_num_threads(int(os.environ["DDBENCH_THREADS"]))
 
 
-def _protocol() -> Protocol:
+def _protocol() -> TrainProtocol:
     # epochs=1 + VICO's extra epoch = 2 epochs; more via DDBENCH_BENCH_EPOCHS
     if EPOCHS >= 2:
-        return get_protocol("vico-dsa", "cifar10", epochs=EPOCHS - 1)
-    return get_protocol("vico-dsa", "cifar10", epochs=1, extra_epoch=False)
+        return create_protocol("vico-dsa", "cifar10", epochs=EPOCHS - 1)
+    return create_protocol("vico-dsa", "cifar10", epochs=1, extra_epoch=False)
 
 
 def _cifar_like(n: int, seed: int, space: str = "normalized") -> LabeledImages:
@@ -159,7 +160,7 @@ def test_bench_resnet18_recorder(benchmark, recorder):
 
     n = 128 * RESNET_STEPS
     data = _cifar_like(n, 7)
-    p = get_protocol("dual", "cifar10", epochs=1)
+    p = create_protocol("dual", "cifar10", epochs=1)
     benchmark.group = f"resnet18_cifar batch 128 x {RESNET_STEPS} steps"
 
     def run() -> None:
@@ -233,7 +234,7 @@ def test_bench_real_dc_cifar10(benchmark, dc_cifar10, evaluator, precision, comp
     if precision == "bf16" and not bf16_supported(torch.device("cpu")):
         pytest.skip("this CPU has no native bf16 (AVX512-BF16/AMX)")
     train, test = dc_cifar10
-    p = get_protocol("vico-dc", "cifar10", epochs=REAL_EPOCHS)
+    p = create_protocol("vico-dc", "cifar10", epochs=REAL_EPOCHS)
     benchmark.group = f"DC CIFAR-10 IPC10 vico-dc {p.total_epochs}ep K{K}"
     if evaluator.endswith("-cold"):
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path_factory.mktemp("inductor-cold"))

@@ -160,9 +160,9 @@ def record_runs(li: LabeledImages, protocol, *, runs: int, seed: int, device: st
                 ) -> tuple[list, torch.nn.Module, torch.Tensor]:
     """``runs`` dynamics runs (seeds ``seed + r``) on ``li``; returns them, the last model and its inputs."""
     from harness.dynamics import DynamicsRecorder
+    from harness.engine.trainer import Trainer, seeded_model
     from harness.evaluate import loss_for
     from harness.models import create_model
-    from harness.train import Trainer, seeded_model
 
     device = torch.device(device)
     x = model_input(li).to(device)
@@ -237,9 +237,9 @@ def shrink(cs: CondensedSet, to_ipc: int, *, rule: str = "yoco", runs_dynamics: 
     members. ``data_root``/``cache_dir`` are unused by the flow itself (dynamics need no real data) and
     kept for symmetry with evaluation.
     """
+    from harness.engine.protocol import create_protocol
     from harness.pruning.recipes import select_with_recipe
     from harness.pruning.select import Budget
-    from harness.train import get_protocol
 
     recipe = resolve_rule(rule)
     ipc_from = cs.ipc
@@ -275,7 +275,7 @@ def shrink(cs: CondensedSet, to_ipc: int, *, rule: str = "yoco", runs_dynamics: 
             source = f"{'stop_epoch' if stop_epoch is not None else 'topk'} given by the caller; the other: {source}"
         stop_epoch = st_def if stop_epoch is None else stop_epoch
         topk = k_def if topk is None else topk
-        proto = get_protocol(protocol, cs.dataset, **({"epochs": epochs} if epochs is not None else {}))
+        proto = create_protocol(protocol, cs.dataset, **({"epochs": epochs} if epochs is not None else {}))
         params.update(protocol=proto.as_dict(), runs_dynamics=runs_dynamics)
         if dynamics is None:
             dyns, model, x = record_runs(li, proto, runs=runs_dynamics, seed=seed, device=device)

@@ -12,7 +12,7 @@ seeded alike transform a real batch and a synthetic batch identically, whatever 
 
 IDC's ``DiffAug(batch=False)`` (:class:`IDCAugment`, the ``idc`` / ``yoco`` protocols) uses the same ops
 and constants in another arrangement: flip and colour on every call, then one of the remaining ops.
-``register_augment`` / ``create_augment`` map ``Protocol.augment`` (none, dsa, idc, dc, crop_flip) to a
+``register_augment`` / ``create_augment`` map ``TrainProtocol.augment`` (none, dsa, idc, dc, crop_flip) to a
 batched augmenter ``(x, generator, models) -> x`` for the Trainer and the vmapped ensemble.
 """
 
@@ -240,6 +240,29 @@ IDC_CHOICE_OPS: dict[str, tuple[Callable[..., tuple[torch.Tensor, ...]], Callabl
     "rotate": (_idc_rotate_draw, lambda x, d: _affine(x, _rotate_theta(d[0]))),
     "translate": (_idc_translate_draw, lambda x, d: _shift(x, torch.zeros_like(d[0]), d[0])),
 }
+
+
+class EnsembleDSA(DSA):
+    """DSA on a ``(K*B, C, H, W)`` ensemble batch: per-sample parameters, op group drawn per model.
+
+    The ops and parameter distributions are :mod:`harness.augment`'s (the reference ``ParamDiffAug``).
+    Mode ``S``: each model draws one group per call (one group shared by all models would correlate
+    the runs and shrink the reported std); mode ``M``: every group in strategy order.
+    """
+
+    def __call__(self, x: torch.Tensor, models: int, generator: torch.Generator) -> torch.Tensor:  # type: ignore[override]
+        n = x.shape[0]
+        if n % models:
+            raise ConfigError(f"ensemble batch of {n} samples does not split into {models} models")
+        if self.mode == "S":
+            choice = torch.randint(len(self.groups), (models,), generator=generator, device=x.device)
+            choice = choice.repeat_interleave(n // models).view(n, 1, 1, 1)  # the group of each sample's model
+        for gi, group in enumerate(self.groups):
+            y = x
+            for op in DSA_GROUPS[group]:
+                y = op(y, n, generator, self.params)
+            x = torch.where(choice == gi, y, x) if self.mode == "S" else y
+        return x
 
 
 @dataclass(frozen=True)
@@ -553,9 +576,9 @@ def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torc
     return torch.where(flip, out.flip(3), out)
 
 
-# --- the augmentation registry: Protocol.augment -> a batched augmenter -----------------------------
+# --- the augmentation registry: TrainProtocol.augment -> a batched augmenter -----------------------------
 class AugmentSpec(TypingProtocol):
-    """The fields of :class:`harness.train.Protocol` an augmentation reads."""
+    """The fields of :class:`harness.engine.TrainProtocol` an augmentation reads."""
 
     augment: str
     dsa_strategy: str
@@ -569,7 +592,7 @@ AUGMENTS: Registry[Callable[[AugmentSpec, bool], Augmenter]] = Registry("augment
 
 
 def register_augment(name: str):
-    """Register ``factory(spec, ensemble) -> Augmenter`` under a ``Protocol.augment`` name."""
+    """Register ``factory(spec, ensemble) -> Augmenter`` under a ``TrainProtocol.augment`` name."""
     return AUGMENTS.register(name)
 
 
@@ -578,7 +601,7 @@ def list_augments() -> list[str]:
 
 
 def create_augment(spec: AugmentSpec, *, ensemble: bool = False) -> Augmenter:
-    """The augmenter ``spec.augment`` names; ``ensemble=True`` for :func:`harness.ensemble.fit_ensemble`."""
+    """The augmenter ``spec.augment`` names; ``ensemble=True`` for :func:`harness.engine.ensemble.fit_ensemble`."""
     return AUGMENTS.get(spec.augment)(spec, ensemble)
 
 
@@ -599,8 +622,6 @@ def _augment_none(spec: AugmentSpec, ensemble: bool) -> Augmenter:
 def _augment_dsa(spec: AugmentSpec, ensemble: bool) -> Augmenter:
     """VICO's DSA, mode ``S`` (one op group per call): per model in an ensemble (``EnsembleDSA``)."""
     if ensemble:
-        from harness.ensemble import EnsembleDSA  # harness.ensemble imports this module: import on use
-
         edsa = EnsembleDSA(spec.dsa_strategy)
         return lambda x, g, models=1: edsa(x, models, g)
     return _one_model(DSA(spec.dsa_strategy), "dsa")

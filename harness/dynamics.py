@@ -1,6 +1,6 @@
 """Training dynamics: per-sample, per-epoch statistics recorded online, stored in dataset order.
 
-:class:`DynamicsRecorder` is a :class:`harness.train.TrainHook`. After every optimiser step it gets
+:class:`DynamicsRecorder` is a :class:`harness.engine.TrainHook`. After every optimiser step it gets
 the batch's dataset indices, the (detached, float) training-time logits of each sample's own view
 and its hard label, computes the statistics in :data:`STATS` and scatters them **by index**, so the
 arrays are in original dataset order whatever the loader order was. At each epoch end it flushes one
@@ -206,7 +206,7 @@ def _read_meta(d: Path) -> dict | None:
 
 
 class DynamicsRecorder:
-    """A :class:`harness.train.TrainHook` that records :data:`STATS` per sample and epoch.
+    """A :class:`harness.engine.TrainHook` that records :data:`STATS` per sample and epoch.
 
     ``out_dir=None`` keeps everything in memory; otherwise the rows go to memmapped ``.npy`` files
     (capacity ``meta["epochs"]`` rows, grown if exceeded). A directory that already holds a run with
@@ -439,8 +439,8 @@ def record_dynamics(train, protocol, *, seed: int, out_dir: str | Path | None, d
     killed run resumes from its last finished epoch, and a finished run with the same config is
     returned without training.
     """
+    from harness.engine.trainer import Trainer, seeded_model
     from harness.models import create_model
-    from harness.train import Trainer, seeded_model
 
     config = dynamics_config(train, protocol, seed=seed, model=model)
     config["epochs"] = protocol.total_epochs

@@ -18,9 +18,10 @@ import torch
 
 from harness.augment import ZCA
 from harness.data.images import LabeledImages
+from harness.engine.protocol import TrainProtocol
+from harness.engine.trainer import Trainer, accuracy, seeded_model
 from harness.errors import ConfigError
 from harness.models import create_model
-from harness.train import Protocol, Trainer, accuracy, seeded_model
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def model_inputs(train: LabeledImages, test: LabeledImages, zca: ZCA | None = No
     return train.normalized(), test_x
 
 
-def loss_for(train: LabeledImages, protocol: Protocol) -> Protocol:
+def loss_for(train: LabeledImages, protocol: TrainProtocol) -> TrainProtocol:
     """The protocol with the loss the set's labels need: soft labels train with soft CE, never rounded;
     label vectors recorded as regression targets (``extra['soft_label_loss'] == 'mse'``, e.g. KIP's learned
     labels) train with MSE, as KIP's own transfer (kip/nn_training.ipynb, ``loss_type='mse'``) does."""
@@ -95,7 +96,7 @@ def random_per_class(labels: torch.Tensor, k: int, seed: int, num_classes: int |
 def evaluate_set(
     train: LabeledImages,
     test: LabeledImages,
-    protocol: Protocol,
+    protocol: TrainProtocol,
     *,
     runs: int | None = None,
     seed: int = 0,
@@ -105,7 +106,7 @@ def evaluate_set(
     sample_weights: torch.Tensor | None = None,
 ) -> EvalResult:
     """``sample_weights``: (N,) per-sample weights aligned with ``train``, for a protocol with a
-    ``loss_weighting`` (see :meth:`harness.train.Trainer.fit`)."""
+    ``loss_weighting`` (see :meth:`harness.engine.Trainer.fit`)."""
     runs = protocol.runs if runs is None else runs
     protocol = loss_for(train, protocol)
     x_train, x_test = model_inputs(train, test, zca)

@@ -14,8 +14,8 @@ import time
 
 from adapters.condense import PrePrune, create_condenser
 from harness.data import load_dataset
+from harness.engine.protocol import create_protocol
 from harness.evaluate import evaluate_set, random_per_class
-from harness.train import get_protocol
 
 
 def main() -> None:
@@ -44,7 +44,7 @@ def main() -> None:
 
     train = load_dataset("mnist", "train", data_root=args.data_root)
     test = load_dataset("mnist", "test", data_root=args.data_root)
-    proto = get_protocol("vico-dc", "mnist").with_(epochs=args.eval_epochs)
+    proto = create_protocol("vico-dc", "mnist").with_(epochs=args.eval_epochs)
     rows = []
 
     def evaluate(name: str, pre: str, iters: str, labeled, secs: float) -> None:

@@ -17,10 +17,10 @@ import torch
 
 from adapters.loaders import load_published
 from harness.data import load_dataset
+from harness.engine.protocol import create_protocol
 from harness.evaluate import evaluate_set
 from harness.io import atomic_write_json, versions
 from harness.models import VICO_NAMES
-from harness.train import get_protocol
 
 FILE = "condensed/vico-dc/res_DC_MNIST_ConvNet_1ipc.pt"
 
@@ -47,7 +47,7 @@ def main() -> None:
     # runs outermost, so a partial run still covers every model and experiment once
     for r in range(0 if args.report_only else args.runs):
         for vico_name in names:
-            proto = get_protocol("vico-dc", "mnist", model=VICO_NAMES[vico_name])
+            proto = create_protocol("vico-dc", "mnist", model=VICO_NAMES[vico_name])
             order = [int(e) for e in args.experiments.split(",")] if args.experiments else range(len(sets))
             for e in order:
                 cs = sets[e]
@@ -71,7 +71,7 @@ def main() -> None:
     for name, ours, m, s, n, rec in rows:
         diff = "" if rec is None else f"{m - rec:+.2f}"
         print(f"| {name} | `{ours}` | {m:.2f} ± {s:.2f} | {n} | {rec:.2f} | {diff} |")
-    print(f"\nprotocol: {get_protocol('vico-dc', 'mnist').describe()}")
+    print(f"\nprotocol: {create_protocol('vico-dc', 'mnist').describe()}")
 
 
 if __name__ == "__main__":

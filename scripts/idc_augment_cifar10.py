@@ -1,7 +1,7 @@
 """Issue 11 item 2: the published DC CIFAR-10 IPC-10 set under the ``idc`` protocol, IDC DiffAug vs VICO DSA.
 
 Trains ``--runs`` ConvNets (seeds 0, 1, ...) on ``condensed/vico-dc/res_DC_CIFAR10_ConvNet_10ipc.pt`` under
-``get_protocol("idc", "cifar10-jpeg75", epochs=...)`` (batch 64, multistep x0.2 at 2/3 and 5/6, CutMix p 0.5,
+``create_protocol("idc", "cifar10-jpeg75", epochs=...)`` (batch 64, multistep x0.2 at 2/3 and 5/6, CutMix p 0.5,
 fp32, final-epoch accuracy) once per augmentation (``augment=idc``: the preset's IDC ``DiffAug(batch=False)``;
 ``augment=dsa``: VICO's DSA mode S, the former default), and scores every trained model on two fixed
 2,000-image subsets of the cifar10-jpeg75 test split:
@@ -27,9 +27,10 @@ import torch
 
 from adapters.loaders import load_published
 from harness.data import load_dataset
+from harness.engine.protocol import create_protocol
+from harness.engine.trainer import Trainer, accuracy, seeded_model
 from harness.evaluate import model_inputs
 from harness.models import create_model
-from harness.train import Trainer, accuracy, get_protocol, seeded_model
 
 FILE = "condensed/vico-dc/res_DC_CIFAR10_ConvNet_10ipc.pt"
 DATASET = "cifar10-jpeg75"
@@ -59,7 +60,7 @@ def main() -> None:
     subsets = test_subsets(test.labels)
     results: dict[str, dict] = {}
     for aug in args.augments.split(","):
-        p = get_protocol("idc", DATASET, epochs=args.epochs, augment=aug, precision="fp32")
+        p = create_protocol("idc", DATASET, epochs=args.epochs, augment=aug, precision="fp32")
         accs: dict[str, list[float]] = {k: [] for k in subsets}
         t0 = time.perf_counter()
         for s in range(args.runs):

@@ -20,8 +20,8 @@ import torch
 from adapters.loaders import load_published
 from condensed.shrink import prepare_for_eval, record_runs, shrink
 from harness.data import load_dataset
+from harness.engine.protocol import create_protocol
 from harness.evaluate import evaluate_set
-from harness.train import get_protocol
 
 SRC = "condensed/vico-dc/res_DC_CIFAR10_ConvNet_10ipc.pt"
 
@@ -51,9 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.test_per_class:
         test = test.subset(torch.cat([torch.nonzero(test.labels == c).flatten()[: args.test_per_class]
                                       for c in range(test.num_classes)]))
-    eval_proto = get_protocol(args.eval_protocol, "cifar10",
+    eval_proto = create_protocol(args.eval_protocol, "cifar10",
                               **({"epochs": args.eval_epochs} if args.eval_epochs else {}))
-    dyn_proto = get_protocol("yoco", "cifar10", epochs=args.dyn_epochs)
+    dyn_proto = create_protocol("yoco", "cifar10", epochs=args.dyn_epochs)
     li_src, _ = prepare_for_eval(src)
     dyns, _, _ = record_runs(li_src, dyn_proto, runs=1, seed=args.seed, device=args.device)
 

@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from harness.augment import DSA, IDCAugment, IDCDraws, create_augment, list_augments
+from harness.engine.protocol import TrainProtocol, create_protocol
+from harness.engine.trainer import Trainer
 from harness.errors import ConfigError
 from harness.models import create_model
-from harness.train import Protocol, Trainer, get_protocol
 
 
 def g(seed: int) -> torch.Generator:
@@ -205,21 +206,21 @@ def test_bad_strategies_are_rejected() -> None:
 def test_presets_default_to_idc_diffaug_and_dsa_stays_available() -> None:
     assert {"none", "dsa", "idc", "dc", "crop_flip"} <= set(list_augments())
     for name in ("idc", "yoco"):
-        p = get_protocol(name, "cifar10")
+        p = create_protocol(name, "cifar10")
         assert (p.augment, p.dsa_strategy, p.cutmix_p, p.cutmix_beta) == \
             ("idc", "color_crop_flip_scale_rotate", 0.5, 1.0)
         assert "cutout" not in p.dsa_strategy  # IDC argument.py: mixup 'cut' removes cutout
-        assert "flip" not in get_protocol(name, "svhn").dsa_strategy
+        assert "flip" not in create_protocol(name, "svhn").dsa_strategy
         assert "aug idc (color_crop_flip_scale_rotate)" in p.describe()
     with pytest.raises(ConfigError, match="augment"):
-        Protocol("x", augment="idc_like")
+        TrainProtocol("x", augment="idc_like")
     with pytest.raises(ConfigError, match="needs a dsa_strategy"):
-        Protocol("x", augment="idc")
+        TrainProtocol("x", augment="idc")
 
 
 @pytest.mark.parametrize("augment", ["idc", "dsa"])
 def test_trainer_and_ensemble_dispatch(augment: str) -> None:
-    p = get_protocol("idc", "cifar10", augment=augment)
+    p = create_protocol("idc", "cifar10", augment=augment)
     model = create_model("convnet", num_classes=10, in_chans=3, img_size=32)
     x = torch.randn(16, 3, 32, 32, generator=g(0))
     expected = (IDCAugment if augment == "idc" else DSA)(p.dsa_strategy)(x, g(7))
@@ -230,7 +231,7 @@ def test_trainer_and_ensemble_dispatch(augment: str) -> None:
     if augment == "idc":
         assert isinstance(ens, IDCAugment)
     else:
-        from harness.ensemble import EnsembleDSA
+        from harness.augment import EnsembleDSA
 
         assert torch.equal(y, EnsembleDSA(p.dsa_strategy)(x, 4, g(1)))
         with pytest.raises(ConfigError, match="one model"):

@@ -11,13 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from harness.bench.ddp import DDPConfig, _Transform, spawn_local
 from harness.data import ImageFolderStream
 from harness.data.specs import IMAGENET_MEAN, IMAGENET_STD
 from harness.dynamics import STATS, Dynamics
+from harness.engine.distributed import DDPConfig, _Transform, spawn_local
+from harness.engine.trainer import seeded_model
 from harness.errors import ConfigError
 from harness.models import create_model
-from harness.train import seeded_model
 
 
 def _folder(root, classes=3, per_class=7, size=12):

@@ -196,7 +196,7 @@ def test_every_shipped_spec_row_says_whose_protocol_it_follows():
 
 def test_pruning_rate_spec_uses_each_papers_subset_training():
     from harness.bench.cells import resolve_protocol
-    from harness.train import get_protocol
+    from harness.engine.protocol import create_protocol
 
     spec = _shipped("pruning-rate")
     cells = expand(spec, "full")
@@ -204,7 +204,7 @@ def test_pruning_rate_spec_uses_each_papers_subset_training():
     batch = {"30%": 128, "50%": 128, "70%": 128, "80%": 64, "90%": 32}  # DUAL exp_cifar README
     for c in cells:
         p = resolve_protocol(c.config)
-        dyn = get_protocol(c.config["dynamics_protocol"], c.dataset)
+        dyn = create_protocol(c.config["dynamics_protocol"], c.dataset)
         if c.row in ("dual", "random (DUAL protocol)"):
             assert (p.name, p.iterations, p.epochs, p.batch_size) == ("dual", None, 200, batch[c.column])
             assert (dyn.name, dyn.batch_size) == ("dual", 128) and c.follows.startswith("DUAL")
@@ -230,14 +230,14 @@ def test_pruning_rate_spec_uses_each_papers_subset_training():
 
 def test_imagenet_spec_uses_ccs_and_dual_imagenet_settings():
     from harness.bench.cells import resolve_protocol
-    from harness.train import get_protocol
+    from harness.engine.protocol import create_protocol
 
     spec = _shipped("imagenet-coreset")
     for c in expand(spec, "full"):
         p = resolve_protocol(c.config)
         assert (p.model, p.iterations, p.batch_size, p.lr, p.momentum, p.nesterov, p.weight_decay, p.eta_min) == \
             ("resnet34", 300000, 256, 0.1, 0.9, False, 1e-4, 1e-4)
-        dyn = get_protocol(c.config["dynamics_protocol"], "imagenet")
+        dyn = create_protocol(c.config["dynamics_protocol"], "imagenet")
         assert (dyn.epochs, dyn.batch_size, dyn.nesterov, dyn.weight_decay) == (60, 256, False, 1e-4)
         assert "dynamics_epochs" not in c.config
         if c.row == "dual":  # DUAL ImageNet: dual(target_probs[:60]); --d_c default 11

@@ -33,7 +33,7 @@ import torch
 torch.set_num_threads(1)
 from harness.data import load_dataset
 from harness.dynamics import record_dynamics
-from harness.train import get_protocol
+from harness.engine.protocol import create_protocol
 
 out, epochs, block_at, gate = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
 trained = []
@@ -45,7 +45,7 @@ def progress(e, t):
         while not gate.exists():
             time.sleep(0.02)
 
-proto = get_protocol("ccs", "digits", model="dc_mlp", epochs=epochs, batch_size=256)
+proto = create_protocol("ccs", "digits", model="dc_mlp", epochs=epochs, batch_size=256)
 dyn = record_dynamics(load_dataset("digits", "train"), proto, seed=0, out_dir=out, progress=progress)
 print(json.dumps({"trained": trained, "epochs": dyn.epochs}))
 """
@@ -92,12 +92,12 @@ def test_hold_excludes_across_processes(tmp_path):
 def _reference(epochs: int):
     from harness.data import load_dataset
     from harness.dynamics import record_dynamics
-    from harness.train import get_protocol
+    from harness.engine.protocol import create_protocol
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        proto = get_protocol("ccs", "digits", model="dc_mlp", epochs=epochs, batch_size=256)
+        proto = create_protocol("ccs", "digits", model="dc_mlp", epochs=epochs, batch_size=256)
         return record_dynamics(load_dataset("digits", "train"), proto, seed=0, out_dir=None)
     finally:
         torch.set_num_threads(threads)

@@ -153,7 +153,7 @@ def test_bad_input_fails_before_any_work(digits, monkeypatch):
 
 
 def test_pre_prune_in_the_library_and_cli(digits, tmp_path):
-    from adapters.condense.commands import add_commands
+    from harness.cli.condense import add_commands
 
     cs = create_condenser("dm").condense(digits, 1, small_cfg("dm", iterations=1),
                                          pre_prune=PrePrune("Random", keep_ratio=0.5, seed=1), seed=0)

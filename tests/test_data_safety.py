@@ -219,7 +219,7 @@ def test_every_writing_command_leaves_other_files_alone(tmp_path, busy, vico, di
 
 
 def test_evaluate_out_folder_fails_before_the_evaluation(tmp_path, capsys, monkeypatch):
-    import harness.commands as hc
+    import harness.cli.evaluate as hc
 
     def boom(*a, **k):
         raise AssertionError("the evaluation ran although --out was bad")

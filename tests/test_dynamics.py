@@ -115,9 +115,9 @@ def digits():
 
 
 def _proto(epochs=4):
-    from harness.train import get_protocol
+    from harness.engine.protocol import create_protocol
 
-    return get_protocol("ccs", "digits", model="dc_mlp", epochs=epochs, batch_size=256)
+    return create_protocol("ccs", "digits", model="dc_mlp", epochs=epochs, batch_size=256)
 
 
 class Killed(Exception):

@@ -7,14 +7,15 @@ import statistics
 import pytest
 import torch
 
+from harness.augment import EnsembleDSA
 from harness.data import load_dataset
-from harness.ensemble import EnsembleDSA, can_ensemble, ensemble_accuracy, ensemble_cutmix, fit_ensemble
+from harness.engine.ensemble import can_ensemble, ensemble_accuracy, ensemble_cutmix, fit_ensemble
+from harness.engine.fasteval import choose_path, evaluate_fast
+from harness.engine.protocol import create_protocol
+from harness.engine.trainer import Trainer, accuracy, seeded_model
 from harness.errors import ConfigError
 from harness.evaluate import evaluate_set, random_per_class
-from harness.fasteval import choose_path, evaluate_fast
 from harness.models import create_model
-from harness.reference_eval import evaluate_reference
-from harness.train import Trainer, accuracy, get_protocol, seeded_model
 
 MODEL = "convnet_w32"  # depth 3 fits 8x8 digits (8 -> 4 -> 2 -> 1); width 32 keeps it fast
 
@@ -43,7 +44,7 @@ def test_ensemble_matches_sequential_without_augmentation(digits, name):
     train, _ = digits
     x, y = train.normalized()[:160], train.labels[:160]
     over = {"epochs": 4} if name == "vico-dc" else {"epochs": 6, "augment": "none", "cutmix_p": 0.0}
-    p = get_protocol(name, "digits", model=MODEL, batch_size=64, **over)
+    p = create_protocol(name, "digits", model=MODEL, batch_size=64, **over)
     seeds = [11, 12, 13]
     seq = [seeded_model(_build(), s) for s in seeds]
     for m, s in zip(seq, seeds):
@@ -66,7 +67,7 @@ def test_batchnorm_models_fall_back(digits):
     assert choose_path(torch.device("cuda"), bn, 10, "ensemble") == "sequential"
     assert choose_path(torch.device("cuda"), seeded_model(_build(), 0), 10, "auto") == "ensemble"
     assert choose_path(torch.device("cpu"), seeded_model(_build(), 0), 10, "auto") == "sequential"
-    p = get_protocol("vico-dc", "digits", model="convnet_bn", epochs=1)
+    p = create_protocol("vico-dc", "digits", model="convnet_bn", epochs=1)
     with pytest.raises(ConfigError, match="BatchNorm"):
         fit_ensemble([bn], p, [0], train.normalized()[:20], train.labels[:20])
     sub = train.subset(random_per_class(train.labels, 2, seed=0))
@@ -108,7 +109,7 @@ def test_ensemble_cutmix():
 def test_fast_sequential_path_is_evaluate_set(digits):
     train, test = digits
     sub = train.subset(random_per_class(train.labels, 3, seed=1))
-    p = get_protocol("vico-dsa", "digits", model=MODEL, epochs=2)
+    p = create_protocol("vico-dsa", "digits", model=MODEL, epochs=2)
     fast = evaluate_fast(sub, test, p, runs=2, seed=3, path="sequential")
     ref = evaluate_set(sub, test, p, runs=2, seed=3)
     assert fast.accuracies == ref.accuracies and fast.extra["path"] == "sequential"
@@ -119,11 +120,10 @@ def test_ensemble_reference_and_sequential_agree_statistically(digits):
     """DSA on, IPC 10, K 4, 41 epochs of batch 20: the three evaluators' mean accuracies agree within the run spread."""
     train, test = digits
     sub = train.subset(random_per_class(train.labels, 10, seed=0))
-    p = get_protocol("vico-dsa", "digits", model=MODEL, epochs=40, batch_size=20)
+    p = create_protocol("vico-dsa", "digits", model=MODEL, epochs=40, batch_size=20)
     res = {
         "ensemble": evaluate_fast(sub, test, p, runs=4, seed=0, path="ensemble"),
         "sequential": evaluate_fast(sub, test, p, runs=4, seed=0, path="sequential"),
-        "reference": evaluate_reference(sub, test, p, runs=4, seed=0),
     }
     means = {k: r.mean for k, r in res.items()}
     spread = max(statistics.pstdev(r.accuracies) for r in res.values()) + 0.03
@@ -135,7 +135,7 @@ def test_ensemble_bf16_and_cutmix_run(digits):
     """The CUDA recipe (ensemble + bf16 autocast) and IDC's CutMix + multistep run on the CPU too."""
     train, test = digits
     sub = train.subset(random_per_class(train.labels, 5, seed=0))
-    p = get_protocol("idc", "digits", model=MODEL, epochs=3)
+    p = create_protocol("idc", "digits", model=MODEL, epochs=3)
     res = evaluate_fast(sub, test, p, runs=3, path="ensemble", precision="bf16")
     assert res.extra["path"] == "ensemble" and len(res.accuracies) == 3
     assert res.protocol["precision"] in ("bf16", "fp32")  # fp32 where the CPU has no native bf16

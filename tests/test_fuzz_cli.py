@@ -527,7 +527,7 @@ PARAM_VALUES = st.one_of(st.sampled_from(["abc", "-2", "0", "1", "0.5", "1e9", "
 @given(key=st.sampled_from(["epochs", "lr", "momentum", "batch_size", "weight_decay", "runs", "cutmix_p", "precision",
                             "milestones", "augment", "nesterov", "bogus", "name"]), value=PARAM_VALUES)
 def test_fuzz_evaluate_param(world: Path, key: str, value: str) -> None:
-    from harness.train import Protocol
+    from harness.engine.protocol import TrainProtocol
 
     seen = {}
 
@@ -535,19 +535,19 @@ def test_fuzz_evaluate_param(world: Path, key: str, value: str) -> None:
         raise Reached
 
     def spy_protocol(name, dataset, **overrides):
-        from harness.train import get_protocol
+        from harness.engine.protocol import create_protocol
 
-        proto = get_protocol(name, dataset, **overrides)
+        proto = create_protocol(name, dataset, **overrides)
         seen["proto"] = proto
         return proto
 
-    with mock.patch("harness.commands.load_dataset", fake_load), mock.patch("harness.commands.get_protocol",
+    with mock.patch("harness.cli.evaluate.load_dataset", fake_load), mock.patch("harness.cli.evaluate.create_protocol",
                                                                              spy_protocol):
         try:
             rc, o, e = run(["evaluate", "--dataset", "digits", "--ipc", "1", "--param", f"{key}={value}"])
         except Reached:
             proto = seen["proto"]
-            assert isinstance(proto, Protocol)
+            assert isinstance(proto, TrainProtocol)
             got = getattr(proto, key)
             assert not isinstance(got, str) or key in ("precision", "augment")
             if isinstance(got, float):
@@ -599,7 +599,7 @@ def test_bad_settings_one_line_before_any_work(world: Path, argv: list[str], nee
     out = fresh(world)
     subst = {"OUT": out, "SET": world / "set", "RES": world / "res_DC_MNIST_ConvNet_1ipc.pt"}
     argv = [subst.get(a, a) for a in argv]
-    with mock.patch("harness.data.load_dataset", _stop), mock.patch("harness.commands.load_dataset", _stop):
+    with mock.patch("harness.data.load_dataset", _stop), mock.patch("harness.cli.evaluate.load_dataset", _stop):
         expect_error(world, argv, needle, out=out)
 
 

@@ -175,8 +175,8 @@ def test_unreleased_and_unmappable_pairs_are_refused():
 def test_drop_scores_authors_end_to_end(data_root, tmp_path):
     """`ddbench condense --drop-scores authors` on the full MNIST (the released scores cover all 60,000):
     DM, ipc 1, one iteration of a tiny ConvNet; the provenance names the file and its md5."""
-    from adapters.condense.commands import add_commands
     from condensed import CondensedSet
+    from harness.cli.condense import add_commands
 
     out = tmp_path / "set"
     text = run_subcommands(add_commands, [
@@ -212,7 +212,7 @@ def test_drop_scores_authors_end_to_end(data_root, tmp_path):
 def test_drop_scores_cli_errors(tmp_path, argv, match):
     import argparse
 
-    from adapters.condense.commands import add_commands
+    from harness.cli.condense import add_commands
 
     parser = argparse.ArgumentParser()
     add_commands(parser.add_subparsers())

@@ -11,9 +11,9 @@ import torch
 from conftest import run_subcommands
 
 from adapters.loaders import load_published
-from adapters.loaders.commands import add_commands
 from adapters.loaders.hfhub import rethinkdc_repo_id
 from condensed import load_condensed
+from harness.cli.sets import add_commands
 from harness.errors import ConfigError, DatasetNotFoundError, FormatError
 
 C10 = (3, 32, 32)

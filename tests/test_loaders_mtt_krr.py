@@ -19,14 +19,14 @@ import torch
 from conftest import run_subcommands
 
 from adapters.loaders import load_published
-from adapters.loaders.commands import add_commands
 from adapters.loaders.krr import classify_labels
 from condensed import load_condensed, prepare_for_eval
 from harness.augment import ZCA
+from harness.cli.sets import add_commands
 from harness.data import load_dataset
+from harness.engine.protocol import create_protocol
 from harness.errors import ConfigError, FormatError
 from harness.evaluate import evaluate_set, loss_for, model_inputs
-from harness.train import get_protocol
 
 K = 10
 C10 = (3, 32, 32)
@@ -72,7 +72,7 @@ def test_mtt_zca_detected_and_refit_is_mtts_transform(tmp_path: Path, digits):
     # what the old record ("normalized train", test normalized) gives is not MTT's transform
     old = ZCA(0.1).fit(train.normalized())
     assert (old(test.normalized()) - mtt_zca(test.pixel_float())).abs().max() > 0.05
-    res = evaluate_set(li, test, get_protocol("vico-dc", "digits", epochs=2), runs=1, zca=z)
+    res = evaluate_set(li, test, create_protocol("vico-dc", "digits", epochs=2), runs=1, zca=z)
     assert res.n_train == 2 * K and 0.0 <= res.mean <= 1.0
 
 
@@ -144,7 +144,7 @@ def test_krr_centred_onehot_are_hard_labels(tmp_path: Path):
     assert cs.label_kind == "hard" and cs.labels.tolist() == y.tolist()
     assert "not learned" in cs.provenance["label_semantics"] and cs.provenance["regression_targets"] == "onehot - 1/10"
     np.testing.assert_array_equal(cs.images.numpy(), x)
-    proto = get_protocol("vico-dc", "cifar10")
+    proto = create_protocol("vico-dc", "cifar10")
     assert loss_for(cs.to_labeled(), proto).loss == "ce"
 
 
@@ -157,9 +157,9 @@ def test_krr_learned_labels_train_with_mse(tmp_path: Path):
     torch.testing.assert_close(cs.soft_labels, torch.from_numpy(lab))
     cs.save(tmp_path / "set")
     li = load_condensed(tmp_path / "set").to_labeled()
-    assert loss_for(li, get_protocol("vico-dc", "cifar10")).loss == "mse"
+    assert loss_for(li, create_protocol("vico-dc", "cifar10")).loss == "mse"
     with pytest.raises(ConfigError, match="regression targets"):
-        loss_for(li, get_protocol("vico-dc", "cifar10", loss="soft_ce"))
+        loss_for(li, create_protocol("vico-dc", "cifar10", loss="soft_ce"))
     with pytest.raises(FormatError, match="'nol'"):  # the name says no label learning
         load_published("krr", _npz(tmp_path, "ConvNet_ssize10_zca_nol_aug_ckpt5.npz", lab)[0], method="KIP")
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from conftest import run_subcommands
 
-from adapters.loaders.commands import add_commands
 from condensed import CondensedSet, load_condensed
 from condensed.shrink import ccs_cutoff, lbpe_defaults, prepare_for_eval, resolve_rule, shrink
+from harness.cli.sets import add_commands
 from harness.dynamics import Dynamics
 from harness.errors import ConfigError
 
@@ -101,8 +101,8 @@ def test_cli_shrink_and_bad_target(tmp_path: Path):
 
 def test_prepare_for_eval_decodes_and_refits_zca():
     from harness.data import load_dataset
+    from harness.engine.protocol import create_protocol
     from harness.evaluate import evaluate_set
-    from harness.train import get_protocol
 
     li, zca = prepare_for_eval(_idc_like())
     assert zca is None and len(li) == 80 and li.space == "pixel"
@@ -117,7 +117,8 @@ def test_prepare_for_eval_decodes_and_refits_zca():
     li, zca = prepare_for_eval(zs)
     assert zca is not None and li.space == "zca"
     torch.testing.assert_close(zca(real.subset(picks).normalized()), zs.images)
-    res = evaluate_set(li, load_dataset("digits", "test"), get_protocol("vico-dc", "digits", epochs=2), runs=1, zca=zca)
+    proto = create_protocol("vico-dc", "digits", epochs=2)
+    res = evaluate_set(li, load_dataset("digits", "test"), proto, runs=1, zca=zca)
     assert 0.0 <= res.mean <= 1.0
 
 

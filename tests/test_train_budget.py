@@ -1,6 +1,6 @@
 """Issue 11 items 4 and 6: iteration budgets (CCS / DUAL ImageNet) and TDDS's score-weighted subset loss.
 
-* ``Protocol(iterations=k)`` runs exactly k optimiser steps through re-shuffled passes, the cosine lr
+* ``TrainProtocol(iterations=k)`` runs exactly k optimiser steps through re-shuffled passes, the cosine lr
   reaches ``eta_min`` at step k, and a run stopped between passes resumes bit for bit.
 * ``loss_weighting="tdds_score_mean"`` is TDDS's ``loss = CE * sum(s) / n`` with ``s`` the min-max-
   normalised TDDS score: checked against a hand computation and against an independent
@@ -16,21 +16,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.ensemble import fit_ensemble
+from harness.engine.ensemble import fit_ensemble
+from harness.engine.losses import get_loss_weighting, list_loss_weightings, minmax_weights, tdds_score_mean
+from harness.engine.protocol import TrainProtocol, create_protocol
+from harness.engine.trainer import Trainer, scheduled_lr, seeded_model
 from harness.errors import ConfigError
 from harness.models import create_model
 from harness.pruning.coreset import subset_weights
-from harness.train import (
-    Protocol,
-    Trainer,
-    get_loss_weighting,
-    get_protocol,
-    list_loss_weightings,
-    minmax_weights,
-    scheduled_lr,
-    seeded_model,
-    tdds_score_mean,
-)
 
 
 def _net(seed: int = 0) -> torch.nn.Module:
@@ -61,7 +53,7 @@ class _Spy:
 
 def test_iteration_budget_runs_exactly_k_steps_with_cosine_to_eta_min() -> None:
     x, y = _data()  # 20 samples, batch 8: 3 steps per pass; 7 steps = 3 + 3 + 1
-    p = Protocol("t", model="convnet_d2", batch_size=8, lr=0.1, schedule="cosine", eta_min=0.001, iterations=7)
+    p = TrainProtocol("t", model="convnet_d2", batch_size=8, lr=0.1, schedule="cosine", eta_min=0.001, iterations=7)
     assert (p.steps_per_epoch(20), p.steps_for(20), p.epochs_for(20)) == (3, 7, 3)
     with pytest.raises(ConfigError, match="epochs_for"):
         _ = p.total_epochs  # an iteration budget has no fixed number of epochs
@@ -83,17 +75,17 @@ def test_iteration_budget_runs_exactly_k_steps_with_cosine_to_eta_min() -> None:
 
 
 def test_epoch_protocols_are_unchanged_and_hash_the_same() -> None:
-    p = get_protocol("ccs", "cifar10")
+    p = create_protocol("ccs", "cifar10")
     assert (p.iterations, p.loss_weighting, p.total_epochs, p.steps_for(1000), p.epochs_for(1000)) == \
         (None, "none", 200, 4 * 200, 200)
     # fields added for issue 11 are left out of as_dict at their defaults: old cache keys stay valid
     d = p.as_dict()
     assert "iterations" not in d and "loss_weighting" not in d and d["epochs"] == 200
-    assert get_protocol("ccs-subset", "cifar10").as_dict()["iterations"] == 40000
+    assert create_protocol("ccs-subset", "cifar10").as_dict()["iterations"] == 40000
 
 
 def test_multistep_under_an_iteration_budget_counts_steps() -> None:
-    p = Protocol("t", schedule="multistep", milestones=(0.5, 0.8), gamma=0.1, lr=1.0, iterations=10)
+    p = TrainProtocol("t", schedule="multistep", milestones=(0.5, 0.8), gamma=0.1, lr=1.0, iterations=10)
     lrs = [scheduled_lr(p, 0, s, 10, p.lr) for s in range(10)]
     assert lrs == pytest.approx([1.0] * 5 + [0.1] * 3 + [0.01] * 2)
 
@@ -104,12 +96,12 @@ def test_multistep_under_an_iteration_budget_counts_steps() -> None:
                                     ({"loss_weighting": "tdds_score_mean", "loss": "mse"}, "cross-entropy")])
 def test_protocol_refuses_bad_budgets_and_weightings(kw, msg) -> None:
     with pytest.raises(ConfigError, match=msg):
-        Protocol("t", **kw)
+        TrainProtocol("t", **kw)
 
 
 def test_iteration_budget_resumes_bit_identical() -> None:
     x, y = _data()
-    p = Protocol("t", model="convnet_d2", batch_size=8, lr=0.05, schedule="cosine", eta_min=1e-4, iterations=8,
+    p = TrainProtocol("t", model="convnet_d2", batch_size=8, lr=0.05, schedule="cosine", eta_min=1e-4, iterations=8,
                  augment="crop_flip")
     a = _net()
     Trainer(a, p, seed=3).fit(x, y)
@@ -133,7 +125,7 @@ def test_tdds_score_mean_by_hand() -> None:
     scores = np.array([2.0, 4.0, 6.0, 10.0])  # the whole training set
     w = minmax_weights(scores)
     np.testing.assert_allclose(w, [0.0, 0.25, 0.5, 1.0])
-    p = get_protocol("tdds-subset", "cifar10")
+    p = create_protocol("tdds-subset", "cifar10")
     kept = np.array([3, 1])
     np.testing.assert_allclose(subset_weights(p, scores, kept, "tdds"), [1.0, 0.25])
     logits = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0]])  # CE: ln 2 (target 0), ln 4 (target 1)
@@ -145,7 +137,7 @@ def test_tdds_score_mean_by_hand() -> None:
         minmax_weights(np.ones(4))
     with pytest.raises(ConfigError, match="has none"):
         subset_weights(p, None, kept, "random")
-    assert subset_weights(get_protocol("ccs", "cifar10"), scores, kept, "ccs") is None
+    assert subset_weights(create_protocol("ccs", "cifar10"), scores, kept, "ccs") is None
 
 
 def _tdds_reference_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, score_full: np.ndarray,
@@ -180,7 +172,7 @@ def test_tdds_weighting_matches_an_independent_reimplementation_of_their_loop() 
     ref = _net()
     kept = _tdds_reference_step(ref, x, y, score_full, prune_rate=0.4, lr=0.1)
     # ours: the flow's weights (normalised over all 20, rows of the kept 12) and one full-batch SGD step
-    p = get_protocol("tdds-subset", "cifar10", model="convnet_d2", batch_size=len(kept), lr=0.1, momentum=0.0,
+    p = create_protocol("tdds-subset", "cifar10", model="convnet_d2", batch_size=len(kept), lr=0.1, momentum=0.0,
                      weight_decay=0.0, nesterov=False, schedule="constant", augment="none", iterations=1)
     w = torch.from_numpy(subset_weights(p, score_full, kept, "tdds")).float()
     ours = _net()
@@ -196,7 +188,7 @@ def test_tdds_weighting_matches_an_independent_reimplementation_of_their_loop() 
 
 def test_trainer_and_ensemble_demand_weights_exactly_when_weighted() -> None:
     x, y = _data()
-    p = Protocol("t", model="convnet_d2", batch_size=8, iterations=2, schedule="cosine",
+    p = TrainProtocol("t", model="convnet_d2", batch_size=8, iterations=2, schedule="cosine",
                  loss_weighting="tdds_score_mean")
     with pytest.raises(ConfigError, match="needs sample_weights"):
         Trainer(_net(), p, seed=0).fit(x, y)
@@ -212,7 +204,7 @@ def test_ensemble_follows_the_budget_and_the_weighting() -> None:
     """No augmentation: the vmapped ensemble and the sequential Trainer take the same batches and steps."""
     x, y = _data()
     w = torch.linspace(0.1, 1.0, 20)
-    p = Protocol("t", model="convnet_d2", batch_size=8, lr=0.05, schedule="cosine", eta_min=1e-3, iterations=7,
+    p = TrainProtocol("t", model="convnet_d2", batch_size=8, lr=0.05, schedule="cosine", eta_min=1e-3, iterations=7,
                  loss_weighting="tdds_score_mean")
     seeds = [4, 9]
     seq = [_net(s) for s in seeds]

@@ -249,8 +249,8 @@ def monte_carlo(data: LabeledImages, params: dict[str, Any], seed: int, device: 
     """u(x) = mean accuracy of condensation runs on random per-class subsets (budget ``subset_fraction``)
     that contain x; accuracy measured on up to ``eval_size`` real images outside the subset."""
     from adapters.condense.base import create_condenser, derive_seed
+    from harness.engine.protocol import create_protocol
     from harness.evaluate import evaluate_set
-    from harness.train import get_protocol
 
     n = len(data)
     total, count, accs = np.zeros(n), np.zeros(n), []
@@ -270,7 +270,7 @@ def monte_carlo(data: LabeledImages, params: dict[str, Any], seed: int, device: 
         rest_idx = torch.nonzero(rest).flatten()
         rest_idx = rest_idx[torch.randperm(rest_idx.numel(), generator=g)[:int(params["eval_size"])]].sort().values
         cs = cond.condense(data.subset(sub_idx), int(params["ipc"]), cfg, seed=derive_seed(seed, t, 1), device=device)
-        proto = get_protocol("vico-dc", data.name.split(":")[0]).with_(epochs=int(params["eval_epochs"]),
+        proto = create_protocol("vico-dc", data.name.split(":")[0]).with_(epochs=int(params["eval_epochs"]),
                                                                        model=params["model"])
         res = evaluate_set(cs.decoded().to_labeled(), data.subset(rest_idx), proto, runs=1,
                            seed=derive_seed(seed, t, 2), device=device)

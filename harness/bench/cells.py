@@ -33,7 +33,7 @@ from harness.registry import Registry
 if TYPE_CHECKING:
     from harness.bench.spec import Published, TableSpec
     from harness.data.images import LabeledImages
-    from harness.train import Protocol
+    from harness.engine.protocol import TrainProtocol
 
 DISPLAY_KEYS = ("label", "published", "published_std", "x", "fairness", "follows")
 
@@ -237,11 +237,11 @@ def get_cell_kind(name: str) -> CellFn:
 
 
 # --- shared helpers for kinds --------------------------------------------------------------------
-def resolve_protocol(cfg: Mapping[str, Any]) -> Protocol:
-    from harness.train import get_protocol
+def resolve_protocol(cfg: Mapping[str, Any]) -> TrainProtocol:
+    from harness.engine.protocol import create_protocol
 
     over = dict(cfg.get("protocol_overrides") or {})
-    proto = get_protocol(cfg["protocol"], cfg["dataset"], **over)
+    proto = create_protocol(cfg["protocol"], cfg["dataset"], **over)
     if proto.iterations is not None and "epochs" in over and "iterations" not in over:
         raise ConfigError(f"protocol {proto.name}: trains {proto.iterations} iterations, so protocol_overrides "
                           f"epochs={over['epochs']} would be ignored; also set iterations (null for epochs)")

@@ -42,7 +42,7 @@ CELL_KEYS: dict[str, str] = {
     "kind": "cell kind: evaluate | coreset | condense | shrink (see harness.bench.cells)",
     "dataset": "dataset registry name",
     "protocol": "evaluation/training protocol preset name",
-    "protocol_overrides": "mapping of Protocol fields to override",
+    "protocol_overrides": "mapping of TrainProtocol fields to override",
     "model": "evaluation model (overrides the protocol's)",
     "runs": "number of runs (fresh models) per cell",
     "seeds": "list of seeds, one per run (default: seed, seed+1, ...)",
@@ -303,7 +303,7 @@ def _known(kind: str) -> set[str] | None:
 
             return set(list_datasets())
         if kind == "protocol":
-            from harness.train import list_protocols
+            from harness.engine.protocol import list_protocols
 
             return set(list_protocols())
         if kind == "model":
@@ -349,9 +349,9 @@ def _check_name(value: Any, kind: str, where: str) -> None:
 
 
 def _validate_config(cfg: Mapping[str, Any], where_key) -> None:
-    from harness.train import Protocol
+    from harness.engine.protocol import TrainProtocol
 
-    proto_fields = set(Protocol.__dataclass_fields__)
+    proto_fields = set(TrainProtocol.__dataclass_fields__)
     for k, v in cfg.items():
         w = where_key(k)
         if k not in CELL_KEYS:
@@ -373,7 +373,7 @@ def _validate_config(cfg: Mapping[str, Any], where_key) -> None:
                     raise ConfigError(f"{where_key(k, pk)}: unknown protocol key {pk!r} "
                                       f"(known: {', '.join(sorted(proto_fields))})")
                 # type and range of each value (epochs: -2, lr: abc fail here, not in every unit at run time)
-                check_values(Protocol, {pk: v[pk]}, f"{where_key(k, pk)}: protocol_overrides", exclude=("name",))
+                check_values(TrainProtocol, {pk: v[pk]}, f"{where_key(k, pk)}: protocol_overrides", exclude=("name",))
         if k in ("params", "dataset_map") and not isinstance(v, Mapping):
             raise ConfigError(f"{w}: {k} must be a mapping, got {v!r}")
         if k in _INT_KEYS and not _is_int(v, _INT_KEYS[k]):

@@ -53,8 +53,8 @@ def resolve_flow(dataset: str, recipe: str, protocol_dynamics: str, protocol_tra
                  score_params: dict | None = None, rule_opts: dict | None = None) -> tuple[Any, Any, Any]:
     """``(recipe, dynamics protocol, training protocol)`` of a coreset flow, with its scale options applied
     (``epochs_*`` override the protocols' epochs, ``model`` both protocols' model unless overridden)."""
+    from harness.engine.protocol import create_protocol
     from harness.errors import ConfigError
-    from harness.train import get_protocol
 
     r = parse_recipe(recipe)
     if score_params or rule_opts:
@@ -68,18 +68,18 @@ def resolve_flow(dataset: str, recipe: str, protocol_dynamics: str, protocol_tra
     if model is not None:
         dov.setdefault("model", model)
         tov.setdefault("model", model)
-    p_train = get_protocol(protocol_train, dataset, **tov)
+    p_train = create_protocol(protocol_train, dataset, **tov)
     if p_train.iterations is not None and "epochs" in tov and "iterations" not in tov:
         raise ConfigError(f"protocol {protocol_train}: trains {p_train.iterations} iterations, so epochs="
                           f"{tov['epochs']} would be ignored; also set iterations (null for epochs)")
-    return r, get_protocol(protocol_dynamics, dataset, **dov), p_train
+    return r, create_protocol(protocol_dynamics, dataset, **dov), p_train
 
 
 def subset_weights(protocol, scores: np.ndarray | None, kept: np.ndarray, recipe: str) -> np.ndarray | None:
     """The kept samples' loss weights under ``protocol.loss_weighting`` (None when it is ``none``):
     the weighting's ``weights(scores)`` over all N samples, then the rows of ``kept`` (in ``kept`` order)."""
+    from harness.engine.losses import get_loss_weighting
     from harness.errors import ConfigError
-    from harness.train import get_loss_weighting
 
     if protocol.loss_weighting == "none":
         return None

@@ -120,11 +120,11 @@ class LossRun:
                               f"and lr {self.lr} must be positive")
 
     def protocol(self):
-        from harness.train import Protocol
+        from harness.engine.protocol import TrainProtocol
 
-        return Protocol("goldfromores-loss", model=self.model, epochs=int(self.epochs), batch_size=int(self.batch_size),
-                        lr=float(self.lr), momentum=0.9, weight_decay=5e-4, schedule="constant", augment="none",
-                        runs=1)
+        return TrainProtocol("goldfromores-loss", model=self.model, epochs=int(self.epochs),
+                             batch_size=int(self.batch_size), lr=float(self.lr), momentum=0.9, weight_decay=5e-4,
+                             schedule="constant", augment="none", runs=1)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "model_kwargs": dict(self.model_kwargs)}
@@ -145,9 +145,9 @@ def record_loss_run(data, run: LossRun, *, seed: int, device="cpu", evaluate: bo
     import torch
 
     from harness.dynamics import DynamicsRecorder
+    from harness.engine.trainer import Trainer, seeded_model
     from harness.models import create_model
     from harness.pruning.scores import final_eval
-    from harness.train import Trainer, seeded_model
 
     device = torch.device(device)
     x, y = data.normalized().to(device), data.labels.to(device)

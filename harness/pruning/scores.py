@@ -76,7 +76,7 @@ class FinalEval:
 
 def final_eval(model, images, labels, *, batch: int = 1000, meta: Mapping[str, Any] | None = None) -> FinalEval:
     """Eval-mode logits of ``model`` on ``images`` (already in the model's input space) -> :class:`FinalEval`."""
-    from harness.train import predict
+    from harness.engine.trainer import predict
 
     logits = predict(model, images, batch)
     y = labels.cpu().numpy() if hasattr(labels, "cpu") else np.asarray(labels)

@@ -2,8 +2,8 @@
 
 Same steps and report as :func:`harness.pruning.coreset.run_coreset`, but nothing is loaded into memory:
 
-``dynamics: torchrun -m harness.bench.ddp (whole train folder, per-sample stats gathered from every rank)
--> score -> select -> torchrun -m harness.bench.ddp --subset kept.npy --test-root val (per run) -> report``.
+``dynamics: torchrun -m harness.engine.distributed (whole train folder, per-sample stats gathered from every rank)
+-> score -> select -> torchrun -m harness.engine.distributed --subset kept.npy --test-root val (per run) -> report``.
 
 One process per GPU (NCCL) when CUDA is present, else ``nproc`` CPU processes (gloo). The protocol's
 batch size is the global batch (split evenly over the ranks). Each DDP run checkpoints every epoch and
@@ -31,14 +31,14 @@ from harness.errors import ConfigError
 def ddp_config(protocol: Any, *, root: Path, out: Path, img_size: int, nproc: int, seed: int, backend: str,
                num_workers: int, classlist: str = "", augment: str | None = None, record: bool = True,
                subset: str = "", test_root: str = "") -> Any:
-    """The :class:`harness.bench.ddp.DDPConfig` that runs ``protocol`` on ``nproc`` ranks.
+    """The :class:`harness.engine.distributed.DDPConfig` that runs ``protocol`` on ``nproc`` ranks.
 
     ``crop_flip`` protocols use ``augment`` (default: ``rrc_flip`` at >= 64 px, the ImageNet recipe;
     ``crop_flip`` below). An iteration budget (``iterations``) counts global optimiser steps (one step =
     one global batch over all ranks). Protocol features the streamed trainer does not have are refused,
     not ignored.
     """
-    from harness.bench.ddp import SCHEDULES, DDPConfig
+    from harness.engine.distributed import SCHEDULES, DDPConfig
 
     p = protocol
     if p.schedule not in SCHEDULES:
@@ -87,10 +87,10 @@ def run_coreset_streaming(dataset: str, recipe: str, budget: Any, *, data_root: 
     """
     import torch
 
-    from harness.bench.ddp import launch
     from harness.data import get_spec
     from harness.data.stream import stream_folders
     from harness.dynamics import Dynamics, config_hash, dynamics_lock
+    from harness.engine.distributed import launch
     from harness.io import atomic_write_json
     from harness.pruning.coreset import resolve_flow
     from harness.pruning.recipes import recipe_scores, select_with_recipe

@@ -15,7 +15,7 @@ import os
 import re
 from pathlib import Path
 
-from harness.cli import (
+from harness.cli.common import (
     check_set_geometry,
     check_set_out,
     common_data_args,
@@ -165,10 +165,10 @@ def cmd_shrink(args: argparse.Namespace) -> int:
 def _check_shrink_options(args: argparse.Namespace) -> None:
     """Refuse options the rule would not use (they would be silently ignored) and unknown names, before work."""
     from condensed.shrink import resolve_rule
-    from harness.train import get_protocol
+    from harness.engine.protocol import create_protocol
 
     recipe = resolve_rule(args.rule)
-    get_protocol(args.protocol, "cifar10")
+    create_protocol(args.protocol, "cifar10")
     trains = recipe.score is not None or recipe.rule == "kmeans"
     given = {"--runs-dynamics": args.runs_dynamics, "--epochs": args.epochs, "--stop-epoch": args.stop_epoch,
              "--topk": args.topk}

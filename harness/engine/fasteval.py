@@ -2,11 +2,11 @@
 
 The path is chosen per device (``path='auto'``):
 
-- CUDA: the K runs train together as a vmapped ensemble (:mod:`harness.ensemble`) when the model has
+- CUDA: the K runs train together as a vmapped ensemble (:mod:`harness.engine.ensemble`) when the model has
   no BatchNorm running statistics; optional ``torch.compile`` of the ensemble forward. Training images
   are moved to the device once; the test split is copied from pinned host memory with non-blocking
   copies, batch by batch.
-- CPU: sequential runs with :class:`harness.train.Trainer` (measured on 2 cores: 10 vmapped ConvNets
+- CPU: sequential runs with :class:`harness.engine.Trainer` (measured on 2 cores: 10 vmapped ConvNets
   ran at 0.45x the speed of sequential, grouped convolutions at 0.65x, so ensembling is not a CPU
   lever). Profiling the Trainer on CPU showed no avoidable overhead worth a second loop: the forward
   and backward are >= 95% of a ConvNet-3 step, the SGD step ~3% (fused SGD was not faster), DSA ~2%,
@@ -23,7 +23,7 @@ without native bf16 support a bf16 request falls back to fp32 (recorded in ``ext
 The sequential path reproduces ``evaluate_set`` exactly (same seeds, same generator streams; with
 ``compile=True`` up to the float rounding of fused kernels); the
 ensemble path reproduces the model inits and data orders exactly and draws augmentation from its own
-stream, so it agrees with the sequential path in distribution (see :mod:`harness.ensemble`).
+stream, so it agrees with the sequential path in distribution (see :mod:`harness.engine.ensemble`).
 """
 
 from __future__ import annotations
@@ -34,11 +34,12 @@ import torch
 
 from harness.augment import ZCA
 from harness.data.images import LabeledImages
-from harness.ensemble import can_ensemble, ensemble_accuracy, fit_ensemble
+from harness.engine.ensemble import can_ensemble, ensemble_accuracy, fit_ensemble
+from harness.engine.protocol import TrainProtocol
+from harness.engine.trainer import Trainer, accuracy, seeded_model
 from harness.errors import ConfigError
 from harness.evaluate import EvalResult, loss_for, model_inputs
 from harness.models import create_model
-from harness.train import Protocol, Trainer, accuracy, seeded_model
 
 PATHS = ("auto", "ensemble", "sequential")
 
@@ -75,7 +76,7 @@ def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 def evaluate_fast(
     train: LabeledImages,
     test: LabeledImages,
-    protocol: Protocol,
+    protocol: TrainProtocol,
     *,
     runs: int | None = None,
     seed: int = 0,

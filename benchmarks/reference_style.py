@@ -1,7 +1,7 @@
 """A reference-style evaluator, written the way VICO's ``utils.py:evaluate_synset`` works.
 
 **This module exists only as a benchmark baseline** (``benchmarks/test_bench_eval.py``, issue 7): it
-lets us measure :func:`harness.fasteval.evaluate_fast` against the way the reference code spends its
+lets us measure :func:`harness.engine.fasteval.evaluate_fast` against the way the reference code spends its
 time, on the same data in the same process. Use :func:`harness.evaluate.evaluate_set` or
 ``evaluate_fast`` for real evaluations.
 
@@ -21,7 +21,7 @@ What it copies from the reference (DC/DSA/DM's ``evaluate_synset``, ``epoch`` an
 
 Deviations, for determinism only: the shuffling ``DataLoader`` gets a generator seeded per run and
 the global RNG (which the reference's DSA draws from) is seeded per run inside ``fork_rng``; the model
-init comes from :func:`harness.train.seeded_model` (the same inits as ours); DC augmentation (MNIST in
+init comes from :func:`harness.engine.seeded_model` (the same inits as ours); DC augmentation (MNIST in
 ``vico-dc``) uses :class:`harness.augment.DCAugment` instead of the reference's per-image scipy code.
 """
 
@@ -37,10 +37,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from harness.augment import DCAugment
 from harness.data.images import LabeledImages
+from harness.engine.protocol import TrainProtocol
+from harness.engine.trainer import seeded_model
 from harness.errors import ConfigError
 from harness.evaluate import EvalResult, model_inputs
 from harness.models import create_model
-from harness.train import Protocol, seeded_model
 
 __all__ = ["ParamDiffAug", "diff_augment", "evaluate_reference"]
 
@@ -203,7 +204,7 @@ def diff_augment(x: torch.Tensor, strategy: str = "", seed: int = -1, param: Par
 
 
 def _epoch(mode: str, loader: DataLoader, net: nn.Module, optimizer: torch.optim.Optimizer | None,
-           criterion: nn.Module, device: torch.device, protocol: Protocol, aug: bool,
+           criterion: nn.Module, device: torch.device, protocol: TrainProtocol, aug: bool,
            dc: DCAugment | None, dc_gen: torch.Generator | None) -> tuple[float, float]:
     """The reference ``epoch``: running loss via ``.item()``, running accuracy via numpy."""
     loss_avg, acc_avg, num_exp = 0.0, 0, 0
@@ -230,7 +231,7 @@ def _epoch(mode: str, loader: DataLoader, net: nn.Module, optimizer: torch.optim
     return loss_avg / num_exp, acc_avg / num_exp
 
 
-def evaluate_reference(train: LabeledImages, test: LabeledImages, protocol: Protocol, *, runs: int | None = None,
+def evaluate_reference(train: LabeledImages, test: LabeledImages, protocol: TrainProtocol, *, runs: int | None = None,
                        seed: int = 0, device: str | torch.device = "cpu", test_batch: int = 256) -> EvalResult:
     """VICO-style ``evaluate_synset`` for ``runs`` fresh models (benchmark baseline; see the module docstring)."""
     p = protocol

@@ -21,7 +21,7 @@ workers. A finished run (``result.json`` with the same config) returns at once.
 
 Run with torchrun::
 
-    torchrun --nproc_per_node 8 -m harness.bench.ddp --root /data/imagenet/train --out DIR --model resnet34 ...
+    torchrun --nproc_per_node 8 -m harness.engine.distributed --root /data/imagenet/train --out DIR --model resnet34 ...
 
 or in-process on CPU with :func:`spawn_local` (the tests use two gloo processes); the coreset flow
 launches it through :func:`launch` (``harness.pruning.stream_coreset``).
@@ -55,7 +55,7 @@ SCHEDULES = ("cosine", "constant")
 
 @dataclass(frozen=True)
 class DDPConfig:
-    """One DDP training run. ``batch_size`` is per rank; ``lr`` etc. as in :class:`harness.train.Protocol`.
+    """One DDP training run. ``batch_size`` is per rank; ``lr`` etc. as in :class:`harness.engine.TrainProtocol`.
 
     ``augment``: ``none`` (resize the shorter side to ``img_size``, centre crop), ``flip``,
     ``crop_flip`` (pad ``img_size // 8``, random crop, flip: the CIFAR recipe) or ``rrc_flip``
@@ -241,9 +241,10 @@ def train_ddp(rank: int, world_size: int, cfg: DDPConfig, init_method: str = "en
 
     from harness.data import ImageFolderStream, read_classlist
     from harness.data.specs import IMAGENET_MEAN, IMAGENET_STD
+    from harness.engine.protocol import TrainProtocol
+    from harness.engine.trainer import scheduled_lr, seeded_model
     from harness.io import atomic_write_json
     from harness.models import create_model
-    from harness.train import Protocol, scheduled_lr, seeded_model
 
     out = Path(cfg.out)
     dist.init_process_group(cfg.backend, init_method=init_method, rank=rank, world_size=world_size)
@@ -267,7 +268,7 @@ def train_ddp(rank: int, world_size: int, cfg: DDPConfig, init_method: str = "en
                              cfg.seed).to(device)
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                               weight_decay=cfg.weight_decay, nesterov=cfg.nesterov and cfg.momentum > 0)
-        proto = Protocol("ddp", model=cfg.model, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+        proto = TrainProtocol("ddp", model=cfg.model, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                          schedule=cfg.schedule, eta_min=cfg.eta_min, iterations=cfg.iterations or None)
         state = _State(model, opt, cfg)
         rec = None
@@ -373,7 +374,7 @@ def spawn_local(cfg: DDPConfig, world_size: int = 2, stop_after: int | None = No
 
 
 def cli_args(cfg: DDPConfig) -> list[str]:
-    """The ``python -m harness.bench.ddp`` arguments that rebuild ``cfg``."""
+    """The ``python -m harness.engine.distributed`` arguments that rebuild ``cfg``."""
     args: list[str] = []
     for f in fields(DDPConfig):
         args += [f"--{f.name.replace('_', '-')}", str(getattr(cfg, f.name))]
@@ -392,7 +393,7 @@ def launch(cfg: DDPConfig, nproc: int = 1, *, log: Any = None) -> dict[str, Any]
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     log_path = Path(log or f"{cfg.out.rstrip('/')}.log")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "harness.bench.ddp", *cli_args(cfg)]
+           "-m", "harness.engine.distributed", *cli_args(cfg)]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     with open(log_path, "ab") as fh:
         rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env).returncode
@@ -411,8 +412,8 @@ def _parse_bool(s: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """torchrun entry point: ``torchrun --nproc_per_node N -m harness.bench.ddp --root ... --out ...``."""
-    ap = argparse.ArgumentParser(prog="python -m harness.bench.ddp")
+    """torchrun entry point: ``torchrun --nproc_per_node N -m harness.engine.distributed --root ... --out ...``."""
+    ap = argparse.ArgumentParser(prog="python -m harness.engine.distributed")
     ap.add_argument("--root", required=True)
     ap.add_argument("--out", required=True)
     for f in fields(DDPConfig):

@@ -1,7 +1,7 @@
 """``ddbench table run|status|report SPEC --results DIR [--scale smoke] [--executor local|slurm]``.
 
 Thin: parses arguments and calls :mod:`harness.bench`. Also runnable on its own as
-``python -m harness.bench.commands table ...``.
+``python -m harness.cli.table table ...``.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.cli import device_arg, positive_int
+from harness.cli.common import device_arg, positive_int
 from harness.errors import ConfigError
 
 
@@ -54,7 +54,7 @@ def _check_results(args: argparse.Namespace, write: bool = False) -> None:
     """``--results`` must be a folder (or, for a run, one that can be made); a file is refused up front."""
     from pathlib import Path
 
-    from harness.cli import check_out_root
+    from harness.cli.common import check_out_root
 
     if write:
         check_out_root(args.results, "--results")
@@ -66,7 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Exit 0 when every run is recorded; 1 when a run failed; 3 when runs held by other processes are left."""
     from harness.bench.runner import RunOptions, run_table, table_units
     from harness.bench.spec import load_spec
-    from harness.cli import check_out_root
+    from harness.cli.common import check_out_root
 
     _check_results(args, write=True)
     check_out_root(args.report, "--report")
@@ -121,7 +121,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.bench.report import write_reports
     from harness.bench.spec import load_spec
-    from harness.cli import check_out_root
+    from harness.cli.common import check_out_root
 
     _check_results(args)
     check_out_root(args.out, "--out")
