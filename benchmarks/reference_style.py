@@ -1,9 +1,8 @@
 """A reference-style evaluator, written the way VICO's ``utils.py:evaluate_synset`` works.
 
 **This module exists only as a benchmark baseline** (``benchmarks/test_bench_eval.py``, issue 7): it
-lets us measure :func:`harness.engine.fasteval.evaluate_fast` against the way the reference code spends its
-time, on the same data in the same process. Use :func:`harness.evaluate.evaluate_set` or
-``evaluate_fast`` for real evaluations.
+lets us measure :func:`harness.evaluate.evaluate` against the way the reference code spends its
+time, on the same data in the same process. Use :func:`harness.evaluate.evaluate` for real evaluations.
 
 What it copies from the reference (DC/DSA/DM's ``evaluate_synset``, ``epoch`` and ``DiffAugment``):
 

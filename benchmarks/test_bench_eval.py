@@ -26,9 +26,10 @@ import torch
 from reference_style import evaluate_reference
 
 from harness.data import LabeledImages
-from harness.engine.fasteval import bf16_supported, evaluate_fast
+from harness.engine.options import EngineOptions, bf16_supported
 from harness.engine.protocol import TrainProtocol, create_protocol
 from harness.engine.trainer import Trainer, seeded_model
+from harness.evaluate import evaluate
 
 K = 10
 EPOCHS = int(os.environ.get("DDBENCH_BENCH_EPOCHS", "2"))
@@ -94,8 +95,8 @@ def test_bench_evaluate(benchmark, test_split, ipc, evaluator, precision, path):
             return evaluate_reference(train, test_split, p, runs=K, seed=0)
     else:
         def run():
-            return evaluate_fast(train, test_split, p, runs=K, seed=0, path=path, precision=precision,
-                                 compile=evaluator.endswith("-compile"))
+            opts = EngineOptions(path=path, precision=precision, compile=evaluator.endswith("-compile"))
+            return evaluate(train, test_split, p, runs=K, seed=0, options=opts)
     result = benchmark.pedantic(run, rounds=1, iterations=1, warmup_rounds=0)
     _record(benchmark, result, ipc, evaluator)
     assert len(result.accuracies) == K
@@ -107,7 +108,8 @@ def test_bench_evaluate_ensemble_on_cpu(benchmark, test_split, ipc):
     train = _cifar_like(10 * ipc, ipc)
     p = _protocol()
     benchmark.group = f"eval ipc{ipc} K{K} {p.total_epochs}ep"
-    result = benchmark.pedantic(lambda: evaluate_fast(train, test_split, p, runs=K, seed=0, path="ensemble"),
+    result = benchmark.pedantic(lambda: evaluate(train, test_split, p, runs=K, seed=0,
+                                                 options=EngineOptions(path="ensemble")),
                                 rounds=1, iterations=1, warmup_rounds=0)
     _record(benchmark, result, ipc, "ours-ensemble-cpu")
 
@@ -119,7 +121,7 @@ STEP_CASES = [("eager", "fp32"), ("compiled", "fp32"), ("eager", "bf16"), ("comp
 def test_bench_convnet_step(benchmark, mode, precision):
     """Steady-state ConvNet-3 training step (batch 256, CIFAR geometry): the CPU levers one by one.
 
-    ``compiled`` is ``torch.compile(model)`` (what ``evaluate_fast(compile=True)`` does on the CPU);
+    ``compiled`` is ``torch.compile(model)`` (what ``evaluate(options=EngineOptions(compile=True))`` does);
     its one-off compile runs in the warm-up round and is not timed.
     """
     if precision == "bf16" and not bf16_supported(torch.device("cpu")):
@@ -244,8 +246,8 @@ def test_bench_real_dc_cifar10(benchmark, dc_cifar10, evaluator, precision, comp
             return evaluate_reference(train, test, p, runs=K, seed=0)
     else:
         def run():
-            return evaluate_fast(train, test, p, runs=K, seed=0, path="sequential", precision=precision,
-                                 compile=compile_)
+            return evaluate(train, test, p, runs=K, seed=0,
+                            options=EngineOptions(path="sequential", precision=precision, compile=compile_))
     result = benchmark.pedantic(run, rounds=1, iterations=1, warmup_rounds=0)
     seconds = benchmark.stats.stats.mean
     steps = K * math.ceil(len(train) / p.batch_size) * p.total_epochs

@@ -66,7 +66,16 @@ import torch
 from condensed.prepare import prepare_for_eval
 from condensed.set import CondensedSet
 from harness.data.images import LabeledImages
+from harness.dynamics import record_dynamics
+from harness.engine.options import DEFAULT, EngineOptions
+from harness.engine.protocol import create_protocol
+from harness.engine.trainer import predict
 from harness.errors import ConfigError
+from harness.evaluate import model_input
+from harness.models import embeddings
+from harness.pruning.recipes import parse_recipe, select_with_recipe
+from harness.pruning.scores import compute_score
+from harness.pruning.select import Budget
 
 # YOCO's (stop_epoch, K) for LBPE top-K by (source method, dataset), from generate_importance_score.py
 # 74-129, the script that computes the LBPE_top{K} scores (argument.py 301-358 only reads them back).
@@ -99,8 +108,6 @@ RULE_ALIASES = {"ccs": "ccs_yoco", "accumulated_margin": "aum"}
 
 def resolve_rule(name: str):
     """The :class:`harness.pruning.recipes.Recipe` for a shrink rule (YOCO suffix grammar)."""
-    from harness.pruning.recipes import parse_recipe
-
     if name != "ccs_yoco" and not name.startswith("ccs_yoco_"):
         for alias in sorted(RULE_ALIASES, key=len, reverse=True):  # YOCO's names, with any suffixes
             if name == alias or name.startswith(alias + "_"):
@@ -149,47 +156,21 @@ def ccs_cutoff(dataset: str, ipc_from: int, ipc_to: int) -> float:
     return CCS_CUTOFF.get(yoco_dataset(dataset), {}).get((ipc_from, ipc_to), 0.0)
 
 
-# --- evaluation helper -------------------------------------------------------------------------------
-def model_input(li: LabeledImages) -> torch.Tensor:
-    """Training inputs in the model's space: normalized pixels, or ZCA pixels as stored."""
-    return li.images.float() if li.space == "zca" else li.normalized()
-
-
 # --- dynamics ----------------------------------------------------------------------------------------
-def record_runs(li: LabeledImages, protocol, *, runs: int, seed: int, device: str | torch.device = "cpu"
-                ) -> tuple[list, torch.nn.Module, torch.Tensor]:
-    """``runs`` dynamics runs (seeds ``seed + r``) on ``li``; returns them, the last model and its inputs."""
-    from harness.dynamics import DynamicsRecorder
-    from harness.engine.trainer import Trainer, seeded_model
-    from harness.evaluate import loss_for
-    from harness.models import create_model
-
-    device = torch.device(device)
-    x = model_input(li).to(device)
-    labels = li.labels.to(device)
-    proto = loss_for(li, protocol)  # soft labels: the loss the set's labels need (soft CE, or MSE for KRR targets)
-    targets = li.soft_labels.to(device) if proto.loss != "ce" else labels
+def record_runs(li: LabeledImages, protocol, *, runs: int, seed: int, device: str | torch.device = "cpu",
+                options: EngineOptions | None = None) -> tuple[list, torch.nn.Module, torch.Tensor]:
+    """``runs`` dynamics runs (seeds ``seed + r``) on ``li`` with :func:`harness.dynamics.record_dynamics`;
+    returns them, the last run's model and the set in its input space (:func:`harness.evaluate.model_input`)."""
     dyns, model = [], None
     for r in range(runs):
-        rec = DynamicsRecorder(len(li), li.num_classes, labels=li.labels.numpy(),
-                               meta={"protocol": proto.as_dict(), "seed": seed + r})
-        model = seeded_model(lambda: create_model(proto.model, num_classes=li.num_classes, in_chans=li.channels,
-                                                  img_size=li.size), seed + r).to(device)
-        Trainer(model, proto, seed=seed + r, hooks=[rec]).fit(x, targets, labels=labels)
-        rec.finish()
-        dyns.append(rec.dynamics())
-    return dyns, model, x
+        dyn, model = record_dynamics(li, protocol, seed=seed + r, device=device, options=options, return_model=True)
+        dyns.append(dyn)
+    return dyns, model, model_input(li).to(device)
 
 
-@torch.inference_mode()
-def _eval_outputs(model: torch.nn.Module, x: torch.Tensor, batch: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
-    model.eval()
-    logits, feats = [], []
-    for s in range(0, x.shape[0], batch):
-        f = model.embed(x[s:s + batch]) if hasattr(model, "embed") else model.forward_features(x[s:s + batch])
-        feats.append(f.flatten(1).float().cpu())
-        logits.append(model(x[s:s + batch]).float().cpu())
-    return torch.cat(logits), torch.cat(feats)
+def _eval_logits(model: torch.nn.Module, x: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    """The trained model's eval-mode logits on the un-augmented set (CCS/YOCO ``post_training_metrics``)."""
+    return predict(model, x, batch).cpu()
 
 
 def compute_rule_scores(recipe, dyns: list, model: torch.nn.Module | None, x: torch.Tensor | None, *,
@@ -202,8 +183,6 @@ def compute_rule_scores(recipe, dyns: list, model: torch.nn.Module | None, x: to
       un-augmented decoded images (not the last training epoch), from the last run's model;
     - anything else: :func:`harness.pruning.scores.compute_score` with the recipe's parameters.
     """
-    from harness.pruning.scores import compute_score
-
     score = recipe.score
     if score is None:
         return None
@@ -212,7 +191,7 @@ def compute_rule_scores(recipe, dyns: list, model: torch.nn.Module | None, x: to
     if score == "entropy":
         if model is None:
             raise ConfigError("entropy needs the trained model (do not pass precomputed dynamics)")
-        logits, _ = _eval_outputs(model, x)
+        logits = _eval_logits(model, x)
         p = torch.softmax(logits, 1)
         return (-(p * torch.log(p + 1e-10)).sum(1)).double().numpy()
     if score == "el2n":
@@ -225,8 +204,8 @@ def shrink(cs: CondensedSet, to_ipc: int, *, rule: str = "yoco", runs_dynamics: 
            stop_epoch: int | None = None, topk: int | None = None, epochs: int | None = None,
            protocol: str = "yoco", seed: int = 0, device: str | torch.device = "cpu",
            data_root: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
-           ccs_ratio: float | None = None, strata_random: bool = False, dynamics: list | None = None
-           ) -> CondensedSet:
+           ccs_ratio: float | None = None, strata_random: bool = False, dynamics: list | None = None,
+           options: EngineOptions | None = None) -> CondensedSet:
     """A smaller condensed set with ``to_ipc`` images per class worth of storage (YOCO flow, module doc).
 
     The result records ``to_ipc`` as its IPC (``ipc_budget``); its per-class counts are
@@ -235,12 +214,11 @@ def shrink(cs: CondensedSet, to_ipc: int, *, rule: str = "yoco", runs_dynamics: 
     instead of training. ``ccs_ratio`` overrides YOCO's CCS cut-off; ``strata_random`` samples uniformly
     inside CCS strata (YOCO's ``--strata_fixed_select``) instead of YOCO's default, the highest-EL2N
     members. ``data_root``/``cache_dir`` are unused by the flow itself (dynamics need no real data) and
-    kept for symmetry with evaluation.
+    kept for symmetry with evaluation. ``options``: how the dynamics runs execute (precision, compile;
+    :class:`harness.engine.EngineOptions`), recorded in the provenance. SSP's k-means reads
+    :func:`harness.models.embeddings` of the last run's model, as the coreset flow does.
     """
-    from harness.engine.protocol import create_protocol
-    from harness.pruning.recipes import select_with_recipe
-    from harness.pruning.select import Budget
-
+    options = options or DEFAULT
     recipe = resolve_rule(rule)
     ipc_from = cs.ipc
     counts = cs.class_counts()
@@ -278,7 +256,8 @@ def shrink(cs: CondensedSet, to_ipc: int, *, rule: str = "yoco", runs_dynamics: 
         proto = create_protocol(protocol, cs.dataset, **({"epochs": epochs} if epochs is not None else {}))
         params.update(protocol=proto.as_dict(), runs_dynamics=runs_dynamics)
         if dynamics is None:
-            dyns, model, x = record_runs(li, proto, runs=runs_dynamics, seed=seed, device=device)
+            params["engine"] = options.as_dict()
+            dyns, model, x = record_runs(li, proto, runs=runs_dynamics, seed=seed, device=device, options=options)
         else:
             dyns, model, x = list(dynamics), None, None
             params["runs_dynamics"] = len(dyns)
@@ -288,7 +267,7 @@ def shrink(cs: CondensedSet, to_ipc: int, *, rule: str = "yoco", runs_dynamics: 
             params.update(stop_epoch=stop_epoch, topk=topk, stop_epoch_used=min(stop_epoch, dyns[0].epochs),
                           lbpe_source=source)
         if recipe.rule == "kmeans":
-            _, features = _eval_outputs(model, x)
+            features = embeddings(model, x)
         scores = compute_rule_scores(recipe, dyns, model, x, stop_epoch=stop_epoch, topk=topk)
         if recipe.rule == "stratified":
             opts["cutoff_ratio"] = ccs_ratio if ccs_ratio is not None else ccs_cutoff(cs.dataset, ipc_from, to_ipc)

@@ -12,8 +12,11 @@ seeded alike transform a real batch and a synthetic batch identically, whatever 
 
 IDC's ``DiffAug(batch=False)`` (:class:`IDCAugment`, the ``idc`` / ``yoco`` protocols) uses the same ops
 and constants in another arrangement: flip and colour on every call, then one of the remaining ops.
-``register_augment`` / ``create_augment`` map ``TrainProtocol.augment`` (none, dsa, idc, dc, crop_flip) to a
-batched augmenter ``(x, generator, models) -> x`` for the Trainer and the vmapped ensemble.
+``register_augment`` / ``create_augment`` map ``TrainProtocol.augment`` (none, dsa, idc, dc, crop_flip, flip) to a
+batched augmenter ``(x, generator, models) -> x`` for the Trainer and the vmapped ensemble;
+``register_stream_augment`` / ``create_stream_augment`` map the same names (none, flip, crop_flip, and the
+streamed-only rrc_flip) to a per-image view ``(x, generator, size)`` for the DDP trainer's loader workers.
+A name without the form a trainer needs is refused with a ConfigError, never approximated.
 """
 
 from __future__ import annotations
@@ -597,11 +600,16 @@ def register_augment(name: str):
 
 
 def list_augments() -> list[str]:
-    return AUGMENTS.names()
+    """Every augmentation name a protocol may give: those with an in-memory (batched) form, a streamed
+    (per-sample) form, or both (:func:`create_augment`, :func:`create_stream_augment`)."""
+    return sorted(set(AUGMENTS.names()) | set(STREAM_AUGMENTS.names()))
 
 
 def create_augment(spec: AugmentSpec, *, ensemble: bool = False) -> Augmenter:
     """The augmenter ``spec.augment`` names; ``ensemble=True`` for :func:`harness.engine.ensemble.fit_ensemble`."""
+    if spec.augment not in AUGMENTS:
+        raise ConfigError(f"augmentation {spec.augment!r} has no in-memory form (it is for streamed image folders, "
+                          f"harness.engine.distributed); in-memory sets take one of {AUGMENTS.names()}")
     return AUGMENTS.get(spec.augment)(spec, ensemble)
 
 
@@ -643,3 +651,110 @@ def _augment_dc(spec: AugmentSpec, ensemble: bool) -> Augmenter:
 @register_augment("crop_flip")
 def _augment_crop_flip(spec: AugmentSpec, ensemble: bool) -> Augmenter:
     return lambda x, g, models=1: crop_flip(x, g)
+
+
+def hflip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Horizontal flip of each image with probability 0.5 (one draw per image), batched."""
+    flip = (torch.rand(x.shape[0], generator=generator, device=generator.device) < 0.5).to(x.device)
+    return torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+
+
+@register_augment("flip")
+def _augment_flip(spec: AugmentSpec, ensemble: bool) -> Augmenter:
+    return lambda x, g, models=1: hflip(x, g)
+
+
+# --- streamed forms: one decoded image at a time, in DataLoader workers (harness.engine.distributed) --------
+StreamAugmenter = Callable[[torch.Tensor, torch.Generator, int], torch.Tensor]
+"""``(x, generator, size) -> view``: one decoded image ``(C, H, W)`` in [0, 1] of any size -> a ``(C, size, size)``
+training view. The generator is seeded per (seed, epoch, sample), so a view does not depend on the worker."""
+
+STREAM_AUGMENTS: Registry[StreamAugmenter] = Registry("streamed augmentation")
+
+
+def register_stream_augment(name: str):
+    """Register the streamed form of the ``TrainProtocol.augment`` name ``name``."""
+    return STREAM_AUGMENTS.register(name)
+
+
+def list_stream_augments() -> list[str]:
+    return STREAM_AUGMENTS.names()
+
+
+def create_stream_augment(name: str) -> StreamAugmenter:
+    """The streamed form of the augmentation ``name`` (a ``TrainProtocol.augment``); ConfigError for one that has
+    none (DSA, IDC, DC: batched on the device, not per image in a worker)."""
+    if name not in STREAM_AUGMENTS:
+        raise ConfigError(f"augmentation {name!r} has no streamed form (streamed image folders take one of "
+                          f"{STREAM_AUGMENTS.names()})")
+    return STREAM_AUGMENTS.get(name)
+
+
+def resize(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Bilinear resize of one ``(C, H, W)`` image with antialiasing (a no-op at the same size)."""
+    if tuple(x.shape[-2:]) == (h, w):
+        return x
+    return F.interpolate(x[None], size=(h, w), mode="bilinear", antialias=True, align_corners=False)[0]
+
+
+def short_side_center(x: torch.Tensor, short: int, size: int) -> torch.Tensor:
+    """Resize the shorter side to ``short`` (aspect kept), then the central ``size x size`` crop."""
+    h, w = x.shape[-2:]
+    s = short / min(h, w)
+    x = resize(x, max(short, round(h * s)), max(short, round(w * s)))
+    top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
+    return x[:, top:top + size, left:left + size]
+
+
+def eval_view(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The test view: shorter side to ``size / 0.875``, central crop ``size`` (224 -> 256 -> 224)."""
+    return short_side_center(x, round(size / 0.875), size)
+
+
+def random_resized_crop(x: torch.Tensor, g: torch.Generator, size: int) -> torch.Tensor:
+    """torchvision's ``RandomResizedCrop(size, scale=(0.08, 1), ratio=(3/4, 4/3))``: up to 10 tries of an area
+    fraction U[0.08, 1] and a log-uniform ratio, else the central crop."""
+    h, w = x.shape[-2:]
+    area = h * w
+    for _ in range(10):
+        target = area * (0.08 + 0.92 * float(torch.rand((), generator=g)))
+        log_r = math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * float(torch.rand((), generator=g))
+        r = math.exp(log_r)
+        cw, ch = round(math.sqrt(target * r)), round(math.sqrt(target / r))
+        if 0 < cw <= w and 0 < ch <= h:
+            top = int(torch.randint(0, h - ch + 1, (), generator=g))
+            left = int(torch.randint(0, w - cw + 1, (), generator=g))
+            return resize(x[:, top:top + ch, left:left + cw], size, size)
+    return short_side_center(x, size, size)  # torchvision's fallback: the central crop
+
+
+def _maybe_flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    return x.flip(-1) if bool(torch.rand((), generator=g) < 0.5) else x
+
+
+@register_stream_augment("none")
+def _stream_none(x: torch.Tensor, g: torch.Generator, size: int) -> torch.Tensor:
+    """Shorter side to ``size``, central crop."""
+    return short_side_center(x, size, size)
+
+
+@register_stream_augment("flip")
+def _stream_flip(x: torch.Tensor, g: torch.Generator, size: int) -> torch.Tensor:
+    """``none`` + horizontal flip (p 0.5)."""
+    return _maybe_flip(short_side_center(x, size, size), g)
+
+
+@register_stream_augment("crop_flip")
+def _stream_crop_flip(x: torch.Tensor, g: torch.Generator, size: int) -> torch.Tensor:
+    """The CIFAR recipe on a streamed image: ``none``, zero-pad ``size // 8``, random ``size`` crop, flip."""
+    x = short_side_center(x, size, size)
+    p = size // 8
+    x = F.pad(x, (p, p, p, p))
+    top, left = (int(v) for v in torch.randint(0, 2 * p + 1, (2,), generator=g))
+    return _maybe_flip(x[:, top:top + size, left:left + size], g)
+
+
+@register_stream_augment("rrc_flip")
+def _stream_rrc_flip(x: torch.Tensor, g: torch.Generator, size: int) -> torch.Tensor:
+    """The ImageNet recipe: random-resized crop (scale 0.08-1, ratio 3/4-4/3) + flip."""
+    return _maybe_flip(random_resized_crop(x, g, size), g)

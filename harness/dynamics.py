@@ -6,7 +6,8 @@ and its hard label, computes the statistics in :data:`STATS` and scatters them *
 arrays are in original dataset order whatever the loader order was. At each epoch end it flushes one
 row per statistic to memory-mapped ``.npy`` files and then commits ``epochs_done`` in ``meta.json``
 (write-then-rename), so a killed run keeps every finished epoch. The on-disk format is described in
-``docs/dynamics.md``.
+``docs/dynamics.md``. :func:`record_dynamics` is the one function that trains a model with the recorder
+(the coreset flow, shrink and GoldFromOres scoring all call it).
 
 Statistics for sample i at epoch t from its logits z and label y (p = softmax(z)):
 
@@ -25,21 +26,28 @@ A sample not seen in an epoch gets NaN in that epoch's row.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from harness.data.images import LabeledImages
+from harness.engine.options import EngineOptions, resolve_precision
+from harness.engine.protocol import TrainProtocol
+from harness.engine.trainer import Trainer, TrainHook, seeded_model
 from harness.errors import ConfigError, FormatError
-from harness.io import atomic_write_json
+from harness.evaluate import loss_for, model_input, targets_for
+from harness.io import atomic_write_json, read_meta_json
+from harness.locks import describe_owner, hold
+from harness.models import create_model
 
 _log = logging.getLogger("ddbench.dynamics")
 
@@ -55,10 +63,6 @@ _EPS_ENT = 1e-10
 def _jsonable(obj: Any) -> Any:
     """Normalise through JSON so that tuples/lists and int/float keys compare equal after a round trip."""
     return json.loads(json.dumps(obj, sort_keys=True, default=str))
-
-
-def config_hash(config: dict[str, Any], length: int = 12) -> str:
-    return hashlib.sha1(json.dumps(_jsonable(config), sort_keys=True).encode()).hexdigest()[:length]
 
 
 def batch_stats(logits: torch.Tensor, labels: torch.Tensor, prev_probs: torch.Tensor | None = None
@@ -199,8 +203,6 @@ class Dynamics:
 
 
 def _read_meta(d: Path) -> dict | None:
-    from harness.io import read_meta_json
-
     f = d / META
     return read_meta_json(f, FORMAT) if f.is_file() else None
 
@@ -407,8 +409,6 @@ def dynamics_lock(out_dir: str | Path) -> Iterator[None]:
     holder finishes or dies, then finds the run finished (and reuses it) or resumes it. Temporaries a
     killed recorder left inside the folder are removed once the lock is held.
     """
-    from harness.locks import describe_owner, hold
-
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
 
@@ -422,43 +422,76 @@ def dynamics_lock(out_dir: str | Path) -> Iterator[None]:
         yield
 
 
-def dynamics_config(train, protocol, *, seed: int, model: str | None = None) -> dict[str, Any]:
-    """The config that identifies a dynamics run (and its cache key)."""
+def run_protocol(train: LabeledImages, protocol: TrainProtocol, *, options: EngineOptions | None = None,
+                 device: str | torch.device = "cpu") -> TrainProtocol:
+    """The protocol a dynamics run on ``train`` trains under: the loss the set's labels need
+    (:func:`harness.evaluate.loss_for`: soft labels train with soft CE, or MSE for regression targets) and
+    the precision that runs on ``device`` (:func:`harness.engine.options.resolve_precision`)."""
+    return resolve_precision(loss_for(train, protocol), options, device)[0]
+
+
+def dynamics_config(train: LabeledImages, protocol: TrainProtocol, *, seed: int, model: str | None = None,
+                    model_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The config that identifies a dynamics run (its cache key: ``harness.io.config_hash`` of it).
+    ``protocol`` as it runs (:func:`run_protocol`); ``model_kwargs`` only when given."""
     name = train.name or "dataset"
     dataset, _, split = name.partition(":")
-    return _jsonable({"dataset": dataset, "split": split or "train", "n": len(train),
-                      "model": model or protocol.model, "seed": int(seed), "protocol": protocol.as_dict()})
+    cfg = {"dataset": dataset, "split": split or "train", "n": len(train), "model": model or protocol.model,
+           "seed": int(seed), "protocol": protocol.as_dict()}
+    if model_kwargs:
+        cfg["model_kwargs"] = dict(model_kwargs)
+    return _jsonable(cfg)
 
 
-def record_dynamics(train, protocol, *, seed: int, out_dir: str | Path | None, device: str | torch.device = "cpu",
-                    model: str | None = None, keep_logits: bool = False,
-                    progress: Callable[[int, int], None] | None = None) -> Dynamics:
-    """Train a fresh model on ``train`` under ``protocol`` and record its dynamics.
+def record_dynamics(train: LabeledImages, protocol: TrainProtocol, *, seed: int, out_dir: str | Path | None = None,
+                    device: str | torch.device = "cpu", model: str | None = None, keep_logits: bool = False,
+                    options: EngineOptions | None = None, return_model: bool = False,
+                    progress: Callable[[int, int], None] | None = None,
+                    model_kwargs: Mapping[str, Any] | None = None, hooks: Sequence[TrainHook] = ()
+                    ) -> Dynamics | tuple[Dynamics, nn.Module]:
+    """Train a fresh model (seeded by ``seed``) on ``train`` under ``protocol`` and record its dynamics.
+
+    The one training-with-the-recorder of ddbench: the coreset flow, shrink (YOCO) and GoldFromOres scoring
+    all call it. The model trains on the set's own input space (:func:`harness.evaluate.model_input`:
+    ZCA-space images as stored, else normalized pixels) with the targets its labels need (soft labels:
+    :func:`harness.evaluate.loss_for`); the dynamics statistics read the hard labels. ``model`` /
+    ``model_kwargs``: the architecture (default: the protocol's). ``options``: precision and compile
+    (:class:`harness.engine.EngineOptions`; one run, so ``path`` does not apply). ``hooks``: more
+    :class:`harness.engine.TrainHook` s, called after the recorder (only when training happens).
 
     With ``out_dir`` the arrays, ``meta.json`` and a trainer checkpoint are written there every epoch; a
     killed run resumes from its last finished epoch, and a finished run with the same config is
-    returned without training.
+    returned without training. ``return_model=True`` returns ``(dynamics, final model)`` (a finished run's
+    model is loaded from its checkpoint).
     """
-    from harness.engine.trainer import Trainer, seeded_model
-    from harness.models import create_model
+    device = torch.device(device)
+    proto = run_protocol(train, protocol, options=options, device=device)
+    config = dynamics_config(train, proto, seed=seed, model=model, model_kwargs=model_kwargs)
+    config["epochs"] = proto.total_epochs
+    arch = model or proto.model
 
-    config = dynamics_config(train, protocol, seed=seed, model=model)
-    config["epochs"] = protocol.total_epochs
+    def build() -> nn.Module:
+        return create_model(arch, num_classes=train.num_classes, in_chans=train.channels, img_size=train.size,
+                            **dict(model_kwargs or {}))
+
     out = Path(out_dir) if out_dir is not None else None
     with contextlib.ExitStack() as held:
         if out is not None:
             held.enter_context(dynamics_lock(out))  # one recorder per folder; others wait, then reuse or resume
             old = _read_meta(out)
             if old is not None and old.get("config") == _jsonable(config) and old.get("finished"):
-                return Dynamics.open(out)
+                dyn = Dynamics.open(out)
+                if not return_model:
+                    return dyn
+                net = build().to(device)
+                net.load_state_dict(torch.load(out / CHECKPOINT, map_location=device, weights_only=True)["model"])
+                return dyn, net
         labels = train.labels.cpu().numpy()
         rec = DynamicsRecorder(len(train), train.num_classes, out_dir=out, meta=config, keep_logits=keep_logits,
                                labels=labels, checkpoint=out is not None)
-        arch = model or protocol.model
-        device = torch.device(device)
-        net = seeded_model(lambda: create_model(arch, num_classes=train.num_classes, in_chans=train.channels,
-                                                img_size=train.size), seed).to(device)
-        trainer = Trainer(net, protocol.with_(model=arch), seed=seed, hooks=[rec], progress=progress)
+        net = seeded_model(build, seed).to(device)
+        trainer = Trainer(net, proto.with_(model=arch), seed=seed, hooks=[rec, *hooks], progress=progress,
+                          compile=bool(options is not None and options.compile))
         if out is not None and rec.epochs_done > 0:
             ckpt = out / CHECKPOINT
             if not ckpt.is_file():
@@ -470,11 +503,12 @@ def record_dynamics(train, protocol, *, seed: int, out_dir: str | Path | None, d
                 rec.commit_epochs(trainer.epoch)
             elif trainer.epoch != rec.epochs_done:
                 raise FormatError(f"{ckpt}: checkpoint at epoch {trainer.epoch}, dynamics at {rec.epochs_done}")
-        x = train.normalized().to(device)
+        x = model_input(train).to(device)
         y = train.labels.to(device)
-        trainer.fit(x, y, labels=y)
+        trainer.fit(x, targets_for(train, proto).to(device), labels=y)
         rec.finish()
-        return rec.dynamics()
+        dyn = rec.dynamics()
+        return (dyn, net) if return_model else dyn
 
 
 def import_logit_dumps(directory: str | Path, labels: np.ndarray, num_classes: int,

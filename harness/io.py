@@ -138,6 +138,28 @@ def clean_leftovers(target: str | os.PathLike) -> list[str]:
 
 
 # --- atomic files and folders -----------------------------------------------------------------------
+# --- the one config hash ------------------------------------------------------------------------------
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, (set, frozenset)):
+        return sorted(o)
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "as_dict"):
+        return o.as_dict()
+    raise TypeError(f"cannot hash a {type(o).__name__} in a config")
+
+
+def stable_json(obj: Any) -> str:
+    """Canonical JSON: sorted keys, no whitespace, tuples as lists, floats as Python repr."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=_jsonable)
+
+
+def config_hash(obj: Any, n: int = 16) -> str:
+    """The key of a config everywhere in ddbench (caches, artifacts, table cells): sha256 of
+    :func:`stable_json`, first ``n`` hex digits. The same config always maps to the same key."""
+    return hashlib.sha256(stable_json(obj).encode()).hexdigest()[:n]
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write to a temporary file in the same directory, then rename over ``path``."""
     p = Path(path)

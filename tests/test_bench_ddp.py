@@ -14,7 +14,8 @@ from PIL import Image
 from harness.data import ImageFolderStream
 from harness.data.specs import IMAGENET_MEAN, IMAGENET_STD
 from harness.dynamics import STATS, Dynamics
-from harness.engine.distributed import DDPConfig, _Transform, spawn_local
+from harness.engine.distributed import DDPConfig, StreamTransform, spawn_local
+from harness.engine.protocol import TrainProtocol
 from harness.engine.trainer import seeded_model
 from harness.errors import ConfigError
 from harness.models import create_model
@@ -35,8 +36,10 @@ def test_ddp_two_gloo_processes_gather_index_aligned_stats(tmp_path):
     n = _folder(tmp_path / "imgs")  # 21 samples: not divisible by 2 ranks x batch 4 (padding path)
     # lr 0: the model stays at its seeded init, so every gathered loss can be checked against a
     # single-process forward pass in dataset order (a misaligned index would show up as a mismatch)
-    cfg = DDPConfig(root=str(tmp_path / "imgs"), out=str(tmp_path / "out"), model="convnet", epochs=2,
-                    batch_size=4, lr=0.0, weight_decay=0.0, img_size=12, num_workers=1, seed=0, backend="gloo")
+    proto = TrainProtocol("ddp-test", model="convnet", epochs=2, batch_size=8, lr=0.0, weight_decay=0.0, nesterov=True,
+                          schedule="cosine", augment="none", runs=1)  # global batch 8 = 2 ranks x 4
+    cfg = DDPConfig(proto, root=str(tmp_path / "imgs"), out=str(tmp_path / "out"), img_size=12, num_workers=1,
+                    seed=0, backend="gloo")
     spawn_local(cfg, world_size=2)
     dyn = Dynamics.open(tmp_path / "out")  # an ordinary dynamics directory, every scorer reads it
     assert dyn.n == n and dyn.epochs == 2 and dyn.meta["config"]["world_size"] == 2
@@ -51,7 +54,7 @@ def test_ddp_two_gloo_processes_gather_index_aligned_stats(tmp_path):
     assert np.allclose(stats["kl_prev"][1], 0.0, atol=1e-5)  # lr 0: the same model both epochs
     assert (dyn.labels == ds_labels(cfg.root)).all()
     ds = ImageFolderStream(cfg.root)
-    tf = _Transform(12, IMAGENET_MEAN, IMAGENET_STD, "none", 0)
+    tf = StreamTransform(12, IMAGENET_MEAN, IMAGENET_STD, "none", 0)
     model = seeded_model(lambda: create_model("convnet", num_classes=3, in_chans=3, img_size=12), 0)
     model.train()  # DDP records training-mode logits (instance norm: no running stats)
     with torch.no_grad():
@@ -66,10 +69,17 @@ def ds_labels(root) -> np.ndarray:
     return ImageFolderStream(root).targets.numpy()
 
 
+IO_FIELDS = ("root", "out", "img_size", "num_workers", "seed", "backend", "classlist", "record", "subset", "test_root")
+
+
 def _cfg(tmp_path, out, **kw):
-    base = dict(root=str(tmp_path / "imgs"), out=str(tmp_path / out), model="convnet", epochs=3, batch_size=4,
-                lr=0.05, weight_decay=5e-4, img_size=12, num_workers=0, seed=3, backend="gloo", augment="crop_flip")
-    return DDPConfig(**{**base, **kw})
+    """A DDP run of 2 ranks: protocol fields and I/O fields in one call (``batch_size`` is the global batch)."""
+    proto = dict(model="convnet", epochs=3, batch_size=8, lr=0.05, weight_decay=5e-4, nesterov=True,
+                 schedule="cosine", augment="crop_flip", runs=1)
+    io = dict(root=str(tmp_path / "imgs"), out=str(tmp_path / out), img_size=12, num_workers=0, seed=3, backend="gloo")
+    for k, v in kw.items():
+        (io if k in IO_FIELDS else proto)[k] = v
+    return DDPConfig(TrainProtocol("ddp-test", **proto), **io)
 
 
 def test_ddp_killed_run_resumes_bit_identical(tmp_path):
@@ -110,7 +120,7 @@ def test_ddp_subset_training_reports_final_test_accuracy(tmp_path):
     model.load_state_dict(state)
     model.eval()
     test = ImageFolderStream(tmp_path / "val")
-    tf = _Transform(12, IMAGENET_MEAN, IMAGENET_STD, "eval", 0)
+    tf = StreamTransform(12, IMAGENET_MEAN, IMAGENET_STD, "eval", 0)
     with torch.no_grad():
         pred = model(torch.stack([tf(test[i][0], 0, i) for i in range(len(test))])).argmax(1)
     correct = int((pred == test.targets).sum())
@@ -119,12 +129,13 @@ def test_ddp_subset_training_reports_final_test_accuracy(tmp_path):
 
 
 def test_ddp_iteration_budget_runs_exactly_k_global_steps_and_resumes(tmp_path):
-    """8 kept images, 2 ranks x batch 2: 2 global steps per pass; 5 iterations = 2 + 2 + 1 (CCS-style budget)."""
+    """8 kept images, 2 ranks x batch 2 (global 4): 2 global steps per pass; 5 iterations = 2 + 2 + 1 (CCS-style
+    budget)."""
     import math
 
     _folder(tmp_path / "imgs")
     np.save(tmp_path / "kept.npy", np.array([0, 2, 3, 7, 9, 14, 15, 20]))
-    kw = dict(record=False, subset=str(tmp_path / "kept.npy"), batch_size=2, iterations=5, lr=0.1, eta_min=0.01)
+    kw = dict(record=False, subset=str(tmp_path / "kept.npy"), batch_size=4, iterations=5, lr=0.1, eta_min=0.01)
     full = _cfg(tmp_path, "it", **kw)
     spawn_local(full)
     res = json.loads((tmp_path / "it" / "result.json").read_text())
@@ -141,6 +152,20 @@ def test_ddp_iteration_budget_runs_exactly_k_global_steps_and_resumes(tmp_path):
     assert all(torch.equal(ck["model"][k], cb["model"][k]) for k in ck["model"])
     with pytest.raises(ConfigError, match="whole epochs"):
         _cfg(tmp_path, "x", iterations=5)  # a dynamics run (record=True) cannot stop mid-pass
+
+
+def test_ddp_steps_the_registered_schedule_vico_halving_with_a_fresh_optimiser(tmp_path):
+    """VICO's schedule under DDP, as in the sequential and ensemble trainers (harness.engine.schedules): 1 + 1
+    epochs, lr x0.1 after epoch epochs // 2 + 1 = 1 with a fresh optimiser (no momentum buffers)."""
+    _folder(tmp_path / "imgs")
+    cfg = _cfg(tmp_path, "vico", record=False, schedule="vico_half", epochs=1, extra_epoch=True, augment="none")
+    spawn_local(cfg, stop_after=1)  # after epoch 0: the first optimiser, with its momentum
+    first = torch.load(tmp_path / "vico" / "checkpoint.pt", weights_only=True)
+    assert first["epoch"] == 1 and first["optimizer"]["param_groups"][0]["lr"] == 0.05 and first["optimizer"]["state"]
+    spawn_local(cfg)  # resumes at epoch 1, then halves
+    last = torch.load(tmp_path / "vico" / "checkpoint.pt", weights_only=True)
+    assert last["epoch"] == 2 and last["optimizer"]["param_groups"][0]["lr"] == 0.05 * 0.1
+    assert last["optimizer"]["state"] == {}  # a fresh SGD: momentum buffers dropped
 
 
 def _report_prints_percent(tmp_path, cfg, res):
@@ -170,13 +195,16 @@ def _report_prints_percent(tmp_path, cfg, res):
 def test_ddp_config_refuses_recording_a_subset(tmp_path):
     with pytest.raises(ConfigError, match="record"):
         _cfg(tmp_path, "x", subset="kept.npy")
-    with pytest.raises(ConfigError, match="augment"):
-        _cfg(tmp_path, "x", augment="dsa")
+    with pytest.raises(ConfigError, match="no streamed form"):
+        _cfg(tmp_path, "x", augment="dsa", dsa_strategy="color_crop")
+    with pytest.raises(ConfigError, match="cutmix"):
+        _cfg(tmp_path, "x", cutmix_p=0.5)
+    with pytest.raises(ConfigError, match="loss soft_ce"):
+        _cfg(tmp_path, "x", loss="soft_ce")
 
 
 def test_streamed_coreset_cell_runs_dynamics_select_and_train_under_torchrun(tmp_path):
-    from harness.bench.adapters import run_coreset_cell
-    from harness.bench.cells import RunContext
+    from harness.bench.kinds import Run, RunContext, create_cell_kind
     from harness.dynamics import Dynamics as Dyn
     from harness.pruning.recipes import parse_recipe, select_with_recipe
     from harness.pruning.select import Budget
@@ -188,6 +216,13 @@ def test_streamed_coreset_cell_runs_dynamics_select_and_train_under_torchrun(tmp
            "protocol_overrides": {"epochs": 1, "batch_size": 4}, "dynamics_protocol": "ccs", "dynamics_epochs": 2,
            "model": "convnet", "seed": 0, "nproc": 2, "num_workers": 0, "img_size": 16}
     ctx = RunContext(data_root=str(root), artifacts_dir=str(tmp_path / "art"))
+    kind = create_cell_kind("coreset")
+
+    def run_coreset_cell(_, cell_cfg, ctx):  # one run of the cell, through the coreset kind
+        ((run, result),) = kind.run(kind.config(cell_cfg), [Run(0, int(cell_cfg["seed"]))], ctx)
+        assert run == Run(0, 0)
+        return result
+
     with pytest.raises(ConfigError, match="batch_size"):  # the global batch must split over the processes
         run_coreset_cell(None, {**cfg, "protocol_overrides": {"epochs": 1, "batch_size": 3}}, ctx)
     res = run_coreset_cell(None, {**cfg, "protocol_overrides": {"epochs": 1, "batch_size": 4}}, ctx)

@@ -19,6 +19,7 @@ from harness.bench.report import lrs, write_reports
 from harness.bench.runner import RunOptions, run_table, table_status, table_units
 from harness.bench.spec import parse_spec
 from harness.bench.store import ResultStore
+from harness.bench.work import cell_jobs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -156,7 +157,8 @@ def test_submitit_local_executor(tmp_path):
     text = text.replace(', "IPC 2": "~40"', "")
     spec = parse_spec(text.replace("  - label: full\n    source: full\n    train_per_class: 10\n", ""), "s.yaml")
     results = tmp_path / "res"
-    outs = list(SlurmExecutor(cluster="local", timeout_min=5).run(table_units(spec, "full"), RunOptions(str(results))))
+    jobs = cell_jobs(table_units(spec, "full"))
+    outs = list(SlurmExecutor(cluster="local", timeout_min=5).run(jobs, RunOptions(str(results))))
     assert [o.status for o in outs] == ["done"], outs  # one job-array task (each is a fresh process)
     assert len(list((results / "records").rglob("*.json"))) == 1
     assert table_status(spec, results).done == 1

@@ -168,8 +168,9 @@ def test_condensed_artifact_is_made_once(tmp_path, monkeypatch, holder_finishes)
     itself when the maker dies without one."""
     import adapters.condense
     from condensed import CondensedSet, load_condensed
-    from harness.bench import adapters as bench_adapters
-    from harness.bench.cells import RunContext
+    from harness.bench.kinds import RunContext
+    from harness.bench.kinds.base import CellConfig
+    from harness.bench.kinds.condense import condensed_set
 
     art = tmp_path / "art"
 
@@ -204,7 +205,7 @@ def test_condensed_artifact_is_made_once(tmp_path, monkeypatch, holder_finishes)
         (art / ".lock").write_text(json.dumps({"pid": holder.pid, "host": HOST}))
         got = {}
         t = threading.Thread(target=lambda: got.setdefault(
-            "cs", bench_adapters._condense({"dataset": "digits"}, Ctx(log=log), "DM", 1, 0)))
+            "cs", condensed_set(CellConfig("digits", "dm"), Ctx(log=log), "DM", 1, {}, 0)))
         t.start()
         _until(lambda: any("waiting for" in m for m in handler.lines), "the cell to wait for the artifact")
         assert t.is_alive() and not made

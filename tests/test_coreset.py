@@ -25,11 +25,14 @@ def test_run_coreset_digits_and_cache(tmp_path):
     assert set(kept) == set(np.argsort(scores, kind="stable")[:719])  # easy = lowest EL2N, index-aligned
     meta = json.loads((tmp_path / "dynamics" / rep["dynamics_dir"].split("/")[-1] / "meta.json").read_text())
     assert meta["finished"] and meta["epochs_done"] == 3
-    # a second recipe reuses the cached dynamics (no new dynamics directory)
-    rep2 = run_coreset("digits", "random_balance", Budget.ipc(20), **kw)
+    assert rep["seeds"] == [0] and rep["engine"] == {"path": "auto", "precision": None, "compile": False}
+    assert rep["ran"]["path"] == "sequential" and rep["ran"]["precision"] == "fp32"
+    # a second recipe reuses the cached dynamics (no new dynamics directory); explicit subset-training seeds
+    rep2 = run_coreset("digits", "random_balance", Budget.ipc(20), **{**kw, "runs": None}, seeds=[4, 2])
     assert rep2["dynamics_dir"] == rep["dynamics_dir"]
     assert len(list((tmp_path / "dynamics").iterdir())) == 1
     assert rep2["class_counts"] == [20] * 10
+    assert rep2["seeds"] == [4, 2] and len(rep2["accuracies"]) == 2  # aligned with the seeds
 
 
 def test_run_coreset_tdds_protocol_weights_the_loss_by_normalised_scores(tmp_path):

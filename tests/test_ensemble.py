@@ -10,11 +10,11 @@ import torch
 from harness.augment import EnsembleDSA
 from harness.data import load_dataset
 from harness.engine.ensemble import can_ensemble, ensemble_accuracy, ensemble_cutmix, fit_ensemble
-from harness.engine.fasteval import choose_path, evaluate_fast
+from harness.engine.options import EngineOptions, choose_path
 from harness.engine.protocol import create_protocol
 from harness.engine.trainer import Trainer, accuracy, seeded_model
 from harness.errors import ConfigError
-from harness.evaluate import evaluate_set, random_per_class
+from harness.evaluate import evaluate, random_per_class
 from harness.models import create_model
 
 MODEL = "convnet_w32"  # depth 3 fits 8x8 digits (8 -> 4 -> 2 -> 1); width 32 keeps it fast
@@ -71,8 +71,8 @@ def test_batchnorm_models_fall_back(digits):
     with pytest.raises(ConfigError, match="BatchNorm"):
         fit_ensemble([bn], p, [0], train.normalized()[:20], train.labels[:20])
     sub = train.subset(random_per_class(train.labels, 2, seed=0))
-    res = evaluate_fast(sub, test, p, runs=2, path="ensemble")
-    assert res.extra["path"] == "sequential" and len(res.accuracies) == 2
+    res = evaluate(sub, test, p, runs=2, options=EngineOptions(path="ensemble"))
+    assert res.extra["path"] == "sequential" and len(res.accuracies) == 2 and "path_fallback" in res.extra
 
 
 def test_dsa_ensemble_batch_is_deterministic_and_draws_groups_per_model():
@@ -106,14 +106,23 @@ def test_ensemble_cutmix():
         assert abs(float(kept) - float(lam[k])) < 0.2  # kept pixels ~ lam (partners may coincide)
 
 
-def test_fast_sequential_path_is_evaluate_set(digits):
+def test_sequential_path_is_the_default_on_cpu_and_seeds_are_explicit(digits):
     train, test = digits
     sub = train.subset(random_per_class(train.labels, 3, seed=1))
     p = create_protocol("vico-dsa", "digits", model=MODEL, epochs=2)
-    fast = evaluate_fast(sub, test, p, runs=2, seed=3, path="sequential")
-    ref = evaluate_set(sub, test, p, runs=2, seed=3)
-    assert fast.accuracies == ref.accuracies and fast.extra["path"] == "sequential"
-    assert evaluate_fast(sub, test, p, runs=1, precision="bf16").protocol["precision"] in ("bf16", "fp32")
+    seq = evaluate(sub, test, p, runs=2, seed=3, options=EngineOptions(path="sequential"))
+    ref = evaluate(sub, test, p, runs=2, seed=3)  # default options: auto = sequential on the CPU
+    assert seq.accuracies == ref.accuracies and ref.extra["path"] == "sequential" and ref.seeds == (3, 4)
+    # explicit seeds: the same runs, in the given order, aligned with the accuracies
+    rev = evaluate(sub, test, p, seeds=[4, 3])
+    assert rev.seeds == (4, 3) and rev.accuracies == ref.accuracies[::-1]
+    assert ref.extra["precision"] == "fp32" and ref.extra["compile"] is False
+    bf = evaluate(sub, test, p, runs=1, options=EngineOptions(precision="bf16"))
+    assert bf.protocol["precision"] == bf.extra["precision"] in ("bf16", "fp32")
+    with pytest.raises(ConfigError, match="seeds"):
+        evaluate(sub, test, p, seeds=[1, 2], runs=3)
+    with pytest.raises(ConfigError, match="own seed"):
+        evaluate(sub, test, p, seeds=[1, 1])
 
 
 def test_ensemble_reference_and_sequential_agree_statistically(digits):
@@ -122,8 +131,8 @@ def test_ensemble_reference_and_sequential_agree_statistically(digits):
     sub = train.subset(random_per_class(train.labels, 10, seed=0))
     p = create_protocol("vico-dsa", "digits", model=MODEL, epochs=40, batch_size=20)
     res = {
-        "ensemble": evaluate_fast(sub, test, p, runs=4, seed=0, path="ensemble"),
-        "sequential": evaluate_fast(sub, test, p, runs=4, seed=0, path="sequential"),
+        "ensemble": evaluate(sub, test, p, runs=4, seed=0, options=EngineOptions(path="ensemble")),
+        "sequential": evaluate(sub, test, p, runs=4, seed=0, options=EngineOptions(path="sequential")),
     }
     means = {k: r.mean for k, r in res.items()}
     spread = max(statistics.pstdev(r.accuracies) for r in res.values()) + 0.03
@@ -136,8 +145,8 @@ def test_ensemble_bf16_and_cutmix_run(digits):
     train, test = digits
     sub = train.subset(random_per_class(train.labels, 5, seed=0))
     p = create_protocol("idc", "digits", model=MODEL, epochs=3)
-    res = evaluate_fast(sub, test, p, runs=3, path="ensemble", precision="bf16")
+    res = evaluate(sub, test, p, runs=3, options=EngineOptions(path="ensemble", precision="bf16"))
     assert res.extra["path"] == "ensemble" and len(res.accuracies) == 3
     assert res.protocol["precision"] in ("bf16", "fp32")  # fp32 where the CPU has no native bf16
-    again = evaluate_fast(sub, test, p, runs=3, path="ensemble", precision="bf16")
+    again = evaluate(sub, test, p, runs=3, options=EngineOptions(path="ensemble", precision="bf16"))
     assert again.accuracies == res.accuracies  # deterministic given the seeds

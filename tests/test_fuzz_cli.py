@@ -250,14 +250,35 @@ def test_shrink_passes_explicit_values_through(world: Path) -> None:
         raise KeyboardInterrupt  # stop here: no training
 
     out = fresh(world)
-    with mock.patch("condensed.shrink.shrink", fake_shrink):
+    with mock.patch("harness.cli.sets.shrink", fake_shrink):
         rc, _, _ = run(["shrink", world / "set", "--to-ipc", "1", "--topk", "1", "--stop-epoch", "1",
-                        "--epochs", "1", "--runs-dynamics", "2", "--out", out])
+                        "--epochs", "1", "--runs-dynamics", "2", "--precision", "bf16", "--compile", "--out", out])
     assert rc == 130
     assert (seen["topk"], seen["stop_epoch"], seen["epochs"], seen["runs_dynamics"], seen["to_ipc"]) == (1, 1, 1, 2, 1)
+    assert seen["options"].as_dict() == {"path": "auto", "precision": "bf16", "compile": True}
 
 
-@pytest.mark.parametrize("option", ["--topk=3", "--stop-epoch=3", "--epochs=3", "--runs-dynamics=2"])
+def test_coreset_and_evaluate_pass_engine_options_through(world: Path) -> None:
+    seen = {}
+
+    def fake(*a, **kw):
+        seen.update(kw)
+        raise KeyboardInterrupt  # stop here: no training
+
+    with mock.patch("harness.cli.pruning.run_coreset", fake):
+        rc, _, _ = run(["coreset", "--dataset", "digits", "--recipe", "el2n", "--keep", "0.5", "--path", "ensemble",
+                        "--precision", "bf16", "--workdir", world / "wd"])
+    assert rc == 130 and seen["options"].as_dict() == {"path": "ensemble", "precision": "bf16", "compile": False}
+    seen.clear()
+    with mock.patch("harness.cli.evaluate.evaluate", fake):
+        rc, _, _ = run(["evaluate", "--dataset", "digits", "--ipc", "1", "--compile", "--path", "sequential"])
+    assert rc == 130 and seen["options"].as_dict() == {"path": "sequential", "precision": None, "compile": True}
+    rc, _, e = run(["evaluate", "--dataset", "digits", "--ipc", "1", "--path", "vmap"])
+    assert rc == 2 and "--path" in e
+
+
+@pytest.mark.parametrize("option", ["--topk=3", "--stop-epoch=3", "--epochs=3", "--runs-dynamics=2", "--precision=bf16",
+                                    "--path=sequential", "--compile"])
 def test_shrink_refuses_options_the_rule_ignores(world: Path, option: str) -> None:
     out = fresh(world)
     expect_error(world, ["shrink", world / "set", "--to-ipc", "1", "--rule", "random", option, "--out", out],
@@ -599,7 +620,10 @@ def test_bad_settings_one_line_before_any_work(world: Path, argv: list[str], nee
     out = fresh(world)
     subst = {"OUT": out, "SET": world / "set", "RES": world / "res_DC_MNIST_ConvNet_1ipc.pt"}
     argv = [subst.get(a, a) for a in argv]
-    with mock.patch("harness.data.load_dataset", _stop), mock.patch("harness.cli.evaluate.load_dataset", _stop):
+    loads = ("harness.data", "harness.cli.evaluate", "harness.cli.pruning", "harness.pruning.coreset")
+    with contextlib.ExitStack() as stack:
+        for where in loads:  # every name the commands load data through: stop before any work
+            stack.enter_context(mock.patch(f"{where}.load_dataset", _stop))
         expect_error(world, argv, needle, out=out)
 
 

@@ -26,7 +26,7 @@ from harness.cli.sets import add_commands
 from harness.data import load_dataset
 from harness.engine.protocol import create_protocol
 from harness.errors import ConfigError, FormatError
-from harness.evaluate import evaluate_set, loss_for, model_inputs
+from harness.evaluate import evaluate, loss_for, model_inputs
 
 K = 10
 C10 = (3, 32, 32)
@@ -72,7 +72,7 @@ def test_mtt_zca_detected_and_refit_is_mtts_transform(tmp_path: Path, digits):
     # what the old record ("normalized train", test normalized) gives is not MTT's transform
     old = ZCA(0.1).fit(train.normalized())
     assert (old(test.normalized()) - mtt_zca(test.pixel_float())).abs().max() > 0.05
-    res = evaluate_set(li, test, create_protocol("vico-dc", "digits", epochs=2), runs=1, zca=z)
+    res = evaluate(li, test, create_protocol("vico-dc", "digits", epochs=2), runs=1, zca=z)
     assert res.n_train == 2 * K and 0.0 <= res.mean <= 1.0
 
 

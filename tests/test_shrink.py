@@ -102,7 +102,7 @@ def test_cli_shrink_and_bad_target(tmp_path: Path):
 def test_prepare_for_eval_decodes_and_refits_zca():
     from harness.data import load_dataset
     from harness.engine.protocol import create_protocol
-    from harness.evaluate import evaluate_set
+    from harness.evaluate import evaluate
 
     li, zca = prepare_for_eval(_idc_like())
     assert zca is None and len(li) == 80 and li.space == "pixel"
@@ -118,7 +118,7 @@ def test_prepare_for_eval_decodes_and_refits_zca():
     assert zca is not None and li.space == "zca"
     torch.testing.assert_close(zca(real.subset(picks).normalized()), zs.images)
     proto = create_protocol("vico-dc", "digits", epochs=2)
-    res = evaluate_set(li, load_dataset("digits", "test"), proto, runs=1, zca=zca)
+    res = evaluate(li, load_dataset("digits", "test"), proto, runs=1, zca=zca)
     assert 0.0 <= res.mean <= 1.0
 
 

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from harness.engine.ensemble import fit_ensemble
 from harness.engine.losses import get_loss_weighting, list_loss_weightings, minmax_weights, tdds_score_mean
 from harness.engine.protocol import TrainProtocol, create_protocol
-from harness.engine.trainer import Trainer, scheduled_lr, seeded_model
+from harness.engine.schedules import lr_at
+from harness.engine.trainer import Trainer, seeded_model
 from harness.errors import ConfigError
 from harness.models import create_model
 from harness.pruning.coreset import subset_weights
@@ -66,7 +67,7 @@ def test_iteration_budget_runs_exactly_k_steps_with_cosine_to_eta_min() -> None:
     # the lr of step s is the cosine at s / 7 (hand formula), and it reaches eta_min at step 7
     want = [0.001 + (0.1 - 0.001) * (1 + math.cos(math.pi * s / 7)) / 2 for s in range(7)]
     assert spy.lrs == pytest.approx(want, rel=1e-12, abs=0)
-    assert scheduled_lr(p, 2, 7, 7, p.lr) == 0.001
+    assert lr_at(p, 2, 7, 7) == 0.001
     # repeated passes of fresh permutations from the trainer's generator; the third pass is cut after one batch
     g = torch.Generator().manual_seed(5)
     perms = [torch.randperm(20, generator=g) for _ in range(3)]
@@ -86,7 +87,7 @@ def test_epoch_protocols_are_unchanged_and_hash_the_same() -> None:
 
 def test_multistep_under_an_iteration_budget_counts_steps() -> None:
     p = TrainProtocol("t", schedule="multistep", milestones=(0.5, 0.8), gamma=0.1, lr=1.0, iterations=10)
-    lrs = [scheduled_lr(p, 0, s, 10, p.lr) for s in range(10)]
+    lrs = [lr_at(p, 0, s, 10) for s in range(10)]
     assert lrs == pytest.approx([1.0] * 5 + [0.1] * 3 + [0.01] * 2)
 
 

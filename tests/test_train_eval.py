@@ -9,7 +9,7 @@ from harness.data import LabeledImages, load_dataset
 from harness.engine.protocol import TrainProtocol, create_protocol, list_protocols
 from harness.engine.trainer import Trainer, seeded_model
 from harness.errors import ConfigError
-from harness.evaluate import evaluate_set, random_per_class
+from harness.evaluate import evaluate, random_per_class
 from harness.models import create_model
 
 
@@ -92,7 +92,7 @@ def test_evaluate_digits_beats_chance_and_reports_runs() -> None:
     train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
     proto = create_protocol("vico-dc", "digits", model="convnet_d2", epochs=60)
     idx = random_per_class(train.labels, 10, seed=0)
-    r = evaluate_set(train.subset(idx), test, proto, runs=2, seed=5)
+    r = evaluate(train.subset(idx), test, proto, runs=2, seed=5)
     assert len(r.accuracies) == 2 and r.seeds == (5, 6)
     assert r.mean > 0.6  # 10 real digits per class, chance is 0.1
     assert r.protocol["epochs"] == 60 and r.protocol["reported"] == "last"
@@ -103,7 +103,7 @@ def test_evaluate_rejects_geometry_mismatch() -> None:
     bad = LabeledImages(torch.rand(10, 1, 28, 28), torch.arange(10), 10, space="pixel",
                         mean=(0.3,), std=(0.3,), name="wrong-size")
     with pytest.raises(ConfigError, match="wrong-size"):
-        evaluate_set(bad, test, create_protocol("vico-dc", "digits"), runs=1)
+        evaluate(bad, test, create_protocol("vico-dc", "digits"), runs=1)
 
 
 def test_soft_labels_use_a_soft_loss() -> None:
@@ -111,5 +111,5 @@ def test_soft_labels_use_a_soft_loss() -> None:
     idx = random_per_class(train.labels, 2, seed=0)
     sub = train.subset(idx)
     sub.soft_labels = torch.nn.functional.one_hot(sub.labels, 10).float() * 0.9 + 0.01
-    r = evaluate_set(sub, test, create_protocol("vico-dc", "digits", model="convnet_d2", epochs=2), runs=1)
+    r = evaluate(sub, test, create_protocol("vico-dc", "digits", model="convnet_d2", epochs=2), runs=1)
     assert r.protocol["loss"] == "soft_ce"

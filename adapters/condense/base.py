@@ -33,9 +33,10 @@ from torch import nn
 
 from condensed import CondensedSet
 from harness.data.images import LabeledImages
-from harness.engine.protocol import DIGIT_DATASETS
+from harness.engine.protocol import DIGIT_DATASETS, create_protocol
 from harness.engine.trainer import seeded_model
 from harness.errors import ConfigError, FormatError
+from harness.evaluate import evaluate
 from harness.io import atomic_write_bytes
 from harness.models import create_model, has_running_stats
 from harness.registry import Registry
@@ -312,15 +313,12 @@ class Condenser(ABC):
         return [max(1, int(round(config.val_fraction * n))) if n > 1 else 0 for n in real.class_counts()]
 
     def _evaluate(self, ctx: CondenseContext, syn: torch.Tensor, val: LabeledImages, seed: int) -> float:
-        from harness.engine.protocol import create_protocol
-        from harness.evaluate import evaluate_set
-
         x, y = self.decoded_pixels(ctx, syn)
         cfg = ctx.config
         s = LabeledImages(images=x.cpu(), labels=y, num_classes=ctx.num_classes, space=self.space,
                           mean=ctx.real.mean, std=ctx.real.std, name=f"{self.name}:{ctx.dataset}")
         proto = create_protocol(cfg.eval_protocol, ctx.dataset).with_(epochs=cfg.eval_epochs, model=cfg.model)
-        res = evaluate_set(s, val, proto, runs=cfg.eval_runs, seed=derive_seed(seed, 0xE7A1), device=ctx.device)
+        res = evaluate(s, val, proto, runs=cfg.eval_runs, seed=derive_seed(seed, 0xE7A1), device=ctx.device)
         return res.mean
 
     def _result(self, ctx: CondenseContext, syn: torch.Tensor, seed: int, pre_prune: Any,

@@ -250,7 +250,7 @@ def monte_carlo(data: LabeledImages, params: dict[str, Any], seed: int, device: 
     that contain x; accuracy measured on up to ``eval_size`` real images outside the subset."""
     from adapters.condense.base import create_condenser, derive_seed
     from harness.engine.protocol import create_protocol
-    from harness.evaluate import evaluate_set
+    from harness.evaluate import evaluate
 
     n = len(data)
     total, count, accs = np.zeros(n), np.zeros(n), []
@@ -272,8 +272,8 @@ def monte_carlo(data: LabeledImages, params: dict[str, Any], seed: int, device: 
         cs = cond.condense(data.subset(sub_idx), int(params["ipc"]), cfg, seed=derive_seed(seed, t, 1), device=device)
         proto = create_protocol("vico-dc", data.name.split(":")[0]).with_(epochs=int(params["eval_epochs"]),
                                                                        model=params["model"])
-        res = evaluate_set(cs.decoded().to_labeled(), data.subset(rest_idx), proto, runs=1,
-                           seed=derive_seed(seed, t, 2), device=device)
+        res = evaluate(cs.decoded().to_labeled(), data.subset(rest_idx), proto, runs=1,
+                       seed=derive_seed(seed, t, 2), device=device)
         total[sub_idx.numpy()] += res.mean
         count[sub_idx.numpy()] += 1
         accs.append(res.mean)

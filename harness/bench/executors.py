@@ -1,10 +1,13 @@
-"""Executors: one interface, ``run(units, opts) -> iterator of UnitOutcome`` (as units finish).
+"""Executors: one interface, ``run(jobs, opts) -> iterator of UnitOutcome`` (as units finish).
+
+A job is the pending units of one cell (:class:`harness.bench.work.CellJob`), run by
+:func:`harness.bench.work.run_job`, which claims each unit with a lock file, so jobs of any executor and
+local runners can share one results directory.
 
 - ``local``: in process and sequential on CPU; with several visible GPUs, one worker process per
-  GPU (spawned, each pinned to ``cuda:i``) pulls units from a shared pool.
-- ``slurm``: a submitit job array (``AutoExecutor``; ``cluster='local'`` runs the same path with
-  submitit's local executor, which the tests use). Every job runs :func:`run_unit`, which claims
-  its unit with a lock file, so jobs and local runners can share one results directory.
+  GPU (spawned, each pinned to ``cuda:i``) pulls cells from a shared pool.
+- ``slurm``: a submitit job array, one task per cell (``AutoExecutor``; ``cluster='local'`` runs the same
+  path with submitit's local executor, which the tests use).
 """
 
 from __future__ import annotations
@@ -16,14 +19,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from harness.bench.cells import WorkUnit
-from harness.bench.runner import RunOptions, UnitOutcome, run_unit
-from harness.errors import ConfigError
+import submitit
+import torch
+
+from harness.bench.work import CellJob, RunOptions, UnitOutcome, run_job
 from harness.registry import Registry
 
 
 class Executor(Protocol):
-    def run(self, units: Sequence[WorkUnit], opts: RunOptions) -> Iterator[UnitOutcome]: ...
+    def run(self, jobs: Sequence[CellJob], opts: RunOptions) -> Iterator[UnitOutcome]: ...
 
 
 EXECUTORS: Registry[type] = Registry("executor")
@@ -49,8 +53,8 @@ def _init_worker(queue: Any) -> None:
     _WORKER_DEVICE = queue.get()
 
 
-def _run_on_worker(unit: WorkUnit, opts: RunOptions) -> UnitOutcome:
-    return run_unit(unit, replace(opts, device=_WORKER_DEVICE or opts.device))
+def _run_on_worker(job: CellJob, opts: RunOptions) -> list[UnitOutcome]:
+    return run_job(job, replace(opts, device=_WORKER_DEVICE or opts.device))
 
 
 @register_executor("local")
@@ -60,29 +64,28 @@ class LocalExecutor:
 
     workers: int | None = None
 
-    def run(self, units: Sequence[WorkUnit], opts: RunOptions) -> Iterator[UnitOutcome]:
-        import torch
-
+    def run(self, jobs: Sequence[CellJob], opts: RunOptions) -> Iterator[UnitOutcome]:
         n_gpu = torch.cuda.device_count() if opts.device.startswith("cuda") else 0
         workers = self.workers if self.workers is not None else n_gpu
-        if workers <= 1 or len(units) <= 1:
-            for u in units:
-                yield run_unit(u, opts)
+        if workers <= 1 or len(jobs) <= 1:
+            for job in jobs:
+                yield from run_job(job, opts)
             return
         ctx = mp.get_context("spawn")
         queue = ctx.Queue()
         for i in range(workers):
             queue.put(f"cuda:{i % max(n_gpu, 1)}" if n_gpu else "cpu")
         with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(queue,)) as pool:
-            futures = [pool.submit(_run_on_worker, u, opts) for u in units]
+            futures = [pool.submit(_run_on_worker, job, opts) for job in jobs]
             for f in cf.as_completed(futures):
-                yield f.result()
+                yield from f.result()
 
 
 @register_executor("slurm")
 @dataclass(frozen=True)
 class SlurmExecutor:
-    """A submitit job array; ``cluster=None`` lets submitit pick slurm, ``'local'`` runs locally."""
+    """A submitit job array (one task per cell); ``cluster=None`` lets submitit pick slurm, ``'local'`` runs
+    locally."""
 
     folder: str | None = None
     cluster: str | None = None
@@ -94,12 +97,8 @@ class SlurmExecutor:
     array_parallelism: int = 64
     additional: tuple[tuple[str, Any], ...] = ()
 
-    def run(self, units: Sequence[WorkUnit], opts: RunOptions) -> Iterator[UnitOutcome]:
-        try:
-            import submitit
-        except ImportError as e:  # pragma: no cover - submitit is a dependency
-            raise ConfigError(f"--executor slurm needs submitit ({e})") from None
-        if not units:
+    def run(self, jobs: Sequence[CellJob], opts: RunOptions) -> Iterator[UnitOutcome]:
+        if not jobs:
             return
         folder = Path(self.folder or Path(opts.results) / "submitit") / "%j"
         ex = submitit.AutoExecutor(folder=folder, cluster=self.cluster)
@@ -111,9 +110,10 @@ class SlurmExecutor:
             params = {k: v for k, v in params.items() if v is not None}
         ex.update_parameters(**params, **dict(self.additional))
         job_opts = opts if ex.cluster != "slurm" else replace(opts, device="cuda" if self.gpus_per_node else "cpu")
-        jobs = ex.map_array(run_unit, list(units), [job_opts] * len(units))
-        for job, unit in zip(jobs, units):
+        tasks = ex.map_array(run_job, list(jobs), [job_opts] * len(jobs))
+        for task, job in zip(tasks, jobs):
             try:
-                yield job.result()
-            except Exception as e:  # a crashed job: report it, the unit stays pending
-                yield UnitOutcome(unit.key, "failed", f"job {job.job_id}: {type(e).__name__}: {e}")
+                yield from task.result()
+            except Exception as e:  # a crashed task: report its units, they stay pending
+                for u in job.units:
+                    yield UnitOutcome(u.key, "failed", f"job {task.job_id}: {type(e).__name__}: {e}")

@@ -6,11 +6,9 @@ from __future__ import annotations
 import textwrap
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from harness.bench.report import CellSummary
-    from harness.bench.spec import TableSpec
+from harness.bench.schema import TableSpec
+from harness.bench.summary import CellSummary
 
 
 def plot_table(spec: TableSpec, summaries: list[CellSummary], out_dir: str | Path, scale: str) -> dict[str, Path]:

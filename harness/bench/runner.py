@@ -1,111 +1,32 @@
-"""The resumable table runner: spec -> cells -> work units -> executor -> result store.
+"""The resumable table runner: spec -> cells -> pending units -> executor -> result store.
 
-Each work unit is claimed with a lock file, re-checked against the store, run with a log file of
-its own, and recorded atomically, so a re-run skips finished units, a killed run loses at most the
-units in flight, and two runners on one results directory never record the same unit twice.
-Durations are measured with ``time.perf_counter`` for the record only; no decision reads a clock.
+Each cell's pending units go to the executor as one job (:mod:`harness.bench.work`): each unit is
+claimed with a lock file, re-checked against the store, and recorded atomically as its run finishes, so
+a re-run skips finished units, a killed run loses at most the units in flight, and two runners on one
+results directory never record the same unit twice. Runs of a cell that share a trained set train
+together when the engine options allow (``--path ensemble``, or ``auto`` on a GPU).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from harness.bench.cells import Cell, RunContext, WorkUnit, expand, get_cell_kind, resolve_protocol
+from tqdm import tqdm
+
+from harness.bench.cells import Cell, WorkUnit, expand
+from harness.bench.executors import create_executor
 from harness.bench.spec import TableSpec, load_spec
 from harness.bench.store import ResultStore
+from harness.bench.work import RECORD_FORMAT, CellJob, RunOptions, UnitOutcome, cell_jobs, run_job, run_unit
 from harness.errors import ConfigError
-from harness.io import git_revision, versions
+from harness.locks import read_owner
 
-RECORD_FORMAT = "ddbench.bench.record/1"
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """Everything about *where* units run; nothing here enters a hash."""
-
-    results: str
-    device: str = "cpu"
-    data_root: str | None = None
-    cache_dir: str | None = None
-
-
-@dataclass(frozen=True)
-class UnitOutcome:
-    unit_key: str
-    status: str  # done | skipped | busy | failed
-    message: str = ""
-
-
-def _unit_logger(path: Path) -> tuple[logging.Logger, logging.Handler]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    log = logging.getLogger(f"ddbench.bench.unit.{path.stem}")
-    log.setLevel(logging.INFO)
-    log.propagate = False
-    handler = logging.FileHandler(path, mode="a")
-    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-    log.addHandler(handler)
-    return log, handler
-
-
-def run_unit(unit: WorkUnit, opts: RunOptions) -> UnitOutcome:
-    """Claim, run and record one work unit (safe to call from any process or host)."""
-    store = ResultStore(opts.results)
-    cell = unit.cell
-    if store.has(cell.table, cell.key, unit.key):
-        return UnitOutcome(unit.key, "skipped")
-    lock = store.claim(unit.key)
-    if lock is None:
-        return UnitOutcome(unit.key, "busy", "claimed by another runner")
-    try:
-        if store.has(cell.table, cell.key, unit.key):  # finished between our check and our claim
-            return UnitOutcome(unit.key, "skipped")
-        log, handler = _unit_logger(store.log_path(cell.table, cell.key, unit.run, unit.key))
-        try:
-            cfg = unit.run_config
-            log.info("cell %s (%s | %s | %s) run %d seed %d scale %s", cell.key, cell.dataset, cell.row,
-                     cell.column, unit.run, unit.seed, cell.scale)
-            log.info("config %s", cfg)
-            ctx = RunContext(device=opts.device, data_root=opts.data_root,
-                             cache_dir=opts.cache_dir or str(store.root / "cache"),
-                             artifacts_dir=str(store.artifacts), log=log)
-            t0 = time.perf_counter()
-            try:
-                result = get_cell_kind(cfg["kind"])(cfg, ctx)
-            except Exception as e:
-                log.exception("failed: %s", e)
-                return UnitOutcome(unit.key, "failed", f"{type(e).__name__}: {e}")
-            seconds = time.perf_counter() - t0
-            log.info("accuracies %s in %.1f s", list(result.accuracies), seconds)
-            protocol_text = result.protocol_text or _describe(cfg)
-            record = {
-                "format": RECORD_FORMAT, "table": cell.table, "cell": cell.key, "unit": unit.key,
-                "dataset": cell.dataset, "row": cell.row, "column": cell.column, "role": cell.role,
-                "x": cell.x, "scale": cell.scale, "run": unit.run, "seed": unit.seed, "config": cfg,
-                "protocol": result.protocol, "protocol_text": protocol_text,
-                "accuracies": list(result.accuracies), "extra": result.extra,
-                "timings": {"seconds": round(seconds, 3)}, "device": opts.device,
-                "versions": versions(), "git_revision": git_revision(),
-            }
-            store.write(cell.table, cell.key, unit.key, record)
-            return UnitOutcome(unit.key, "done")
-        finally:
-            log.removeHandler(handler)
-            handler.close()
-    finally:
-        lock.release()
-
-
-def _describe(cfg: dict[str, Any]) -> str:
-    try:
-        return resolve_protocol(cfg).describe()
-    except Exception:  # the protocol text is informative only
-        return str(cfg.get("protocol", ""))
+__all__ = ["RECORD_FORMAT", "CellJob", "RunOptions", "TableStatus", "UnitOutcome", "cells_of", "run_job",
+           "run_table", "run_unit", "table_status", "table_units"]
 
 
 @dataclass(frozen=True)
@@ -150,8 +71,6 @@ def run_table(spec: TableSpec | str | os.PathLike, opts: RunOptions, *, scale: s
     retries those units (``poll_s`` between rounds; no clock is read) until each is recorded by its
     holder, or taken over and run here when the holder dies.
     """
-    from harness.bench.executors import create_executor
-
     spec = spec if isinstance(spec, TableSpec) else load_spec(spec)
     store = ResultStore(opts.results)
     if store.root.exists() and not store.root.is_dir():
@@ -160,12 +79,8 @@ def run_table(spec: TableSpec | str | os.PathLike, opts: RunOptions, *, scale: s
     store.break_stale_locks()  # dead runners' locks on this host (even of units they recorded before dying)
     units = table_units(spec, scale)
     todo = [u for u in units if not store.has(u.cell.table, u.cell.key, u.key)]
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(units), initial=len(units) - len(todo), desc=f"{spec.name} [{scale}]",
-                   unit="run", dynamic_ncols=True)
+    bar = (tqdm(total=len(units), initial=len(units) - len(todo), desc=f"{spec.name} [{scale}]", unit="run",
+                dynamic_ncols=True) if progress else None)
     final: dict[str, UnitOutcome] = {}
     ex = create_executor(executor, **(executor_options or {}))
 
@@ -181,7 +96,7 @@ def run_table(spec: TableSpec | str | os.PathLike, opts: RunOptions, *, scale: s
             on_outcome(out)
 
     try:
-        for out in ex.run(todo, opts):
+        for out in ex.run(cell_jobs(todo), opts):
             settle(out)
         busy = [u for u in todo if final[u.key].status == "busy"]
         while busy and wait:
@@ -195,7 +110,7 @@ def run_table(spec: TableSpec | str | os.PathLike, opts: RunOptions, *, scale: s
                     settle(UnitOutcome(u.key, "skipped", "recorded by another runner"))
                 elif not _held(store, u.key):
                     free.append(u)
-            for out in ex.run(free, opts) if free else ():
+            for out in ex.run(cell_jobs(free), opts) if free else ():
                 settle(out)
             busy = [u for u in busy if final[u.key].status == "busy"]
     finally:
@@ -209,11 +124,11 @@ def run_table(spec: TableSpec | str | os.PathLike, opts: RunOptions, *, scale: s
 
 def _held(store: ResultStore, unit_key: str) -> bool:
     """Whether a live process (or one on another host) holds the unit's lock."""
-    from harness.locks import read_owner
-
     path = store.lock_path(unit_key)
     return path.exists() and not store.is_stale(read_owner(path))
 
 
 def cells_of(spec: TableSpec, scale: str) -> list[Cell]:
     return expand(spec, scale)
+
+

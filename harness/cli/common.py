@@ -105,6 +105,25 @@ def common_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", type=device_arg, help="torch device (cpu, cuda, cuda:1 ...)")
 
 
+def engine_args(p: argparse.ArgumentParser) -> None:
+    """``--path`` / ``--precision`` / ``--compile``: how runs execute (:class:`harness.engine.EngineOptions`)."""
+    from harness.engine.options import PATHS, PRECISIONS
+
+    g = p.add_argument_group("engine (how runs execute, never what they compute)")
+    g.add_argument("--path", default="auto", choices=list(PATHS),
+                   help="auto: vmap ensemble of the runs on CUDA, sequential on CPU; ensemble works on CPU too")
+    g.add_argument("--precision", default=None, choices=list(PRECISIONS),
+                   help="default: the protocol's (fp32); bf16 falls back to fp32 where not native")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (pays off for long runs)")
+
+
+def engine_options(args: argparse.Namespace):
+    """The :class:`harness.engine.EngineOptions` of ``--path`` / ``--precision`` / ``--compile``."""
+    from harness.engine.options import EngineOptions
+
+    return EngineOptions(path=args.path, precision=args.precision, compile=bool(args.compile))
+
+
 def parse_params(items: Sequence[str] | None, option: str = "--param") -> dict[str, object]:
     """``key=value`` pairs; values are parsed as JSON when they can be (numbers, lists, true/false).
 

@@ -7,21 +7,26 @@ from pathlib import Path
 
 import torch
 
+from adapters.loaders import load_published
+from condensed import load_condensed, prepare_for_eval
 from harness.cli.common import (
     check_out_file,
     check_set_geometry,
     checked_params,
     common_data_args,
+    engine_args,
+    engine_options,
     nonneg_int,
     positive_int,
     seed_int,
     write_json_out,
 )
 from harness.data import get_spec, load_dataset
-from harness.engine.protocol import create_protocol, list_protocols
+from harness.engine.protocol import TrainProtocol, create_protocol, list_protocols
 from harness.errors import ConfigError
-from harness.evaluate import EvalResult, random_per_class
+from harness.evaluate import EvalResult, evaluate, random_per_class
 from harness.io import git_revision, versions
+from harness.validate import check_model_name
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -41,10 +46,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--param", action="append", help="other protocol overrides, key=value (e.g. precision=bf16)")
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--out", default=None, help="write the result JSON here")
-    p.add_argument("--path", default="auto", choices=["auto", "ensemble", "sequential"],
-                   help="auto: vmap ensemble of the runs on CUDA, sequential on CPU")
-    p.add_argument("--precision", default=None, choices=["fp32", "bf16"], help="default: the protocol's (fp32)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (pays off for long runs)")
+    engine_args(p)
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (1 is best on a shared CPU)")
     common_data_args(p)
     p.set_defaults(func=cmd_evaluate)
@@ -53,14 +55,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def _protocol(args: argparse.Namespace, dataset: str):
     """The protocol with every override applied and checked (names, types, ranges) before any training.
 
-    ``--runs``/``--epochs``/``--model``/``--precision`` become protocol fields, so the recorded protocol is
-    the one that ran (``runs: 1`` after ``--runs 1``).
+    ``--runs``/``--epochs``/``--model`` become protocol fields, so the recorded protocol is the one that ran
+    (``runs: 1`` after ``--runs 1``); ``--precision`` is an engine option, and the recorded protocol says the
+    precision that ran (:func:`harness.evaluate.evaluate`).
     """
-    from harness.engine.protocol import TrainProtocol
-    from harness.validate import check_model_name
-
     overrides = checked_params(TrainProtocol, args.param, exclude=("name",))
-    for key in ("model", "epochs", "runs", "precision"):
+    for key in ("model", "epochs", "runs"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     if "model" in overrides:
@@ -69,9 +69,6 @@ def _protocol(args: argparse.Namespace, dataset: str):
 
 
 def _load_sets(path: Path, experiment: int | None):
-    from adapters.loaders import load_published
-    from condensed import load_condensed
-
     if path.is_dir():
         if experiment is not None:
             raise ConfigError(f"--experiment {experiment}: {path} is a condensed-set directory (one set), "
@@ -83,21 +80,17 @@ def _load_sets(path: Path, experiment: int | None):
 
 
 def _evaluator(args: argparse.Namespace):
-    from harness.engine.fasteval import evaluate_fast
-
+    options = engine_options(args)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
     def run(train, test, proto, *, seed: int, zca=None) -> EvalResult:
-        return evaluate_fast(train, test, proto, runs=proto.runs, seed=seed, device=args.device, path=args.path,
-                             precision=proto.precision, compile=args.compile, zca=zca)
+        return evaluate(train, test, proto, runs=proto.runs, seed=seed, device=args.device, zca=zca, options=options)
 
     return run
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from condensed import prepare_for_eval
-
     check_out_file(args.out)  # a folder or unwritable --out fails now, not after the evaluation
     evaluate = _evaluator(args)
     results: list[EvalResult] = []
@@ -140,9 +133,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     mean = sum(accs) / len(accs)
     std = (sum((a - mean) ** 2 for a in accs) / len(accs)) ** 0.5
     print(f"mean {100 * mean:.2f} +- {100 * std:.2f} % over {len(accs)} evaluations")
-    print(f"protocol: {proto.describe()}")
-    report.update({"mean": mean, "std": std, "accuracies": accs, "protocol": proto.as_dict(),
-                   "runs": [r.as_dict() for r in results]})
+    ran = TrainProtocol(**{**proto.as_dict(), **results[-1].protocol})  # the precision that ran (and soft loss)
+    print(f"protocol: {ran.describe()}")
+    report.update({"mean": mean, "std": std, "accuracies": accs, "protocol": results[-1].protocol,
+                   "engine": engine_options(args).as_dict(), "runs": [r.as_dict() for r in results]})
     write_json_out(args.out, report)
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from functools import partial
 
 import numpy as np
 
@@ -12,6 +13,8 @@ from harness.cli.common import (
     check_out_root,
     checked_params,
     common_data_args,
+    engine_args,
+    engine_options,
     keep_fraction,
     nonneg_int,
     parse_params,
@@ -20,7 +23,18 @@ from harness.cli.common import (
     seed_int,
     write_json_out,
 )
+from harness.data import get_spec, load_dataset
+from harness.dynamics import FORMAT, LOCK, Dynamics, import_logit_dumps, record_dynamics
+from harness.engine.protocol import TrainProtocol, create_protocol
 from harness.errors import ConfigError, FormatError
+from harness.io import check_output_dir, read_meta_json
+from harness.pruning import scores as S
+from harness.pruning.coreset import run_coreset
+from harness.pruning.recipes import RECIPES, list_recipes, parse_recipe, select_with_recipe
+from harness.pruning.scores import compute_score, get_score, list_scores, load_scores, save_scores
+from harness.pruning.select import RULES, Budget, list_rules, save_kept
+from harness.pruning.stream_coreset import run_coreset_streaming
+from harness.validate import check_model_name, check_values
 
 
 def _budget_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -32,8 +46,6 @@ def _budget_args(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 
 def _budget(args: argparse.Namespace):
-    from harness.pruning.select import Budget
-
     if args.keep is not None:
         return Budget.keep_fraction(args.keep)
     if args.prune is not None:
@@ -97,6 +109,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--workdir", default="runs")
     p.add_argument("--out", default=None, help="write the result JSON here")
+    engine_args(p)
     g = p.add_argument_group("streamed datasets (imagenet): DDP under torchrun")
     g.add_argument("--nproc", type=positive_int, default=None, help="processes (default: the GPUs, else 1)")
     g.add_argument("--num-workers", type=nonneg_int, default=4, help="DataLoader workers per process")
@@ -138,8 +151,6 @@ def _load_labels(path: str, n: int | None = None) -> np.ndarray:
 
 
 def _load_score_file(path: str, n: int) -> np.ndarray:
-    from harness.pruning.scores import load_scores
-
     try:
         raw = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
@@ -154,17 +165,11 @@ def _load_score_file(path: str, n: int) -> np.ndarray:
 
 
 def _score_fn(name: str):
-    from harness.pruning.scores import get_score
-
     return get_score(name).fn
 
 
 def _rule_opts(recipe, items, option: str = "--opt") -> dict:
     """``--opt`` checked against the recipe's selection rule (names, types); ``cutoff_score`` names a score."""
-    from harness.pruning.scores import get_score
-    from harness.pruning.select import RULES
-    from harness.validate import check_values
-
     rule = RULES.get(recipe.rule)
     raw = parse_params(items, option)
     extra = {}
@@ -177,9 +182,6 @@ def _rule_opts(recipe, items, option: str = "--opt") -> dict:
 
 def _check_dynamics_out(path: str, option: str) -> None:
     """A dynamics folder: new, empty, or a dynamics run (resumed); never a folder with other files."""
-    from harness.dynamics import FORMAT, LOCK
-    from harness.io import check_output_dir, read_meta_json
-
     def is_dynamics(d):
         if not (d / "meta.json").exists():  # a recorder that has only taken the lock so far
             return {f.name for f in d.iterdir()} <= {LOCK, f"{LOCK}.reclaim"}
@@ -193,11 +195,6 @@ def _check_dynamics_out(path: str, option: str) -> None:
 
 
 def cmd_dynamics(args: argparse.Namespace) -> int:
-    from harness.data import get_spec, load_dataset
-    from harness.dynamics import record_dynamics
-    from harness.engine.protocol import TrainProtocol, create_protocol
-    from harness.validate import check_model_name
-
     get_spec(args.dataset)
     _check_dynamics_out(args.out, "--out")
     overrides = checked_params(TrainProtocol, args.param, exclude=("name",))
@@ -218,9 +215,6 @@ def cmd_dynamics(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from harness.dynamics import Dynamics, import_logit_dumps
-    from harness.pruning.scores import compute_score, get_score, save_scores
-
     spec = get_score(args.method)  # unknown names fail before any work
     check_out_file(args.out)
     if args.import_to:
@@ -252,10 +246,6 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_select(args: argparse.Namespace) -> int:
-    from harness.dynamics import Dynamics
-    from harness.pruning.recipes import parse_recipe, select_with_recipe
-    from harness.pruning.select import save_kept
-
     recipe = parse_recipe(args.recipe)
     check_out_file(args.out)
     budget = _budget(args)
@@ -317,8 +307,6 @@ def cmd_select(args: argparse.Namespace) -> int:
 
 def _extras_from_dynamics(recipe, dyn, opts: dict, where: str) -> list[str]:
     """With given scores, what the rule still takes from the dynamics (DUAL's mu, a CCS cut-off score)."""
-    from harness.pruning import scores as S
-
     notes = []
     if recipe.rule == "beta" and opts.get("mu") is None:
         T = int(recipe.score_params.get("T", 30))
@@ -337,14 +325,6 @@ def _extras_from_dynamics(recipe, dyn, opts: dict, where: str) -> list[str]:
 
 
 def cmd_coreset(args: argparse.Namespace) -> int:
-    from functools import partial
-
-    from harness.data import get_spec
-    from harness.engine.protocol import create_protocol
-    from harness.pruning.coreset import run_coreset
-    from harness.pruning.recipes import parse_recipe
-    from harness.validate import check_model_name
-
     recipe = parse_recipe(args.recipe)  # names, parameters and options fail before any training
     check_out_file(args.out)
     check_out_root(args.workdir, "--workdir")
@@ -356,27 +336,21 @@ def cmd_coreset(args: argparse.Namespace) -> int:
     create_protocol(args.protocol_train, args.dataset)
     if args.model is not None:
         check_model_name(args.model)
+    flow = run_coreset
     if get_spec(args.dataset).streaming:
-        from harness.pruning.stream_coreset import run_coreset_streaming
-
-        run_coreset = partial(run_coreset_streaming, nproc=args.nproc, num_workers=args.num_workers,
-                              img_size=args.img_size)
-    report = run_coreset(args.dataset, args.recipe, _budget(args), data_root=args.data_root,
-                         protocol_dynamics=args.protocol_dynamics, protocol_train=args.protocol_train,
-                         seed=args.seed, workdir=args.workdir, device=args.device, model=args.model,
-                         epochs_dynamics=args.epochs_dynamics, epochs_train=args.epochs_train, runs=args.runs,
-                         score_params=score_params, rule_opts=rule_opts,
-                         cache_dir=args.cache_dir, download=args.download, progress=print)
+        flow = partial(run_coreset_streaming, nproc=args.nproc, num_workers=args.num_workers, img_size=args.img_size)
+    report = flow(args.dataset, args.recipe, _budget(args), data_root=args.data_root,
+                  protocol_dynamics=args.protocol_dynamics, protocol_train=args.protocol_train,
+                  seed=args.seed, workdir=args.workdir, device=args.device, model=args.model,
+                  epochs_dynamics=args.epochs_dynamics, epochs_train=args.epochs_train, runs=args.runs,
+                  score_params=score_params, rule_opts=rule_opts, options=engine_options(args),
+                  cache_dir=args.cache_dir, download=args.download, progress=print)
     print(json.dumps(report, indent=2))
     write_json_out(args.out, report)
     return 0
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
-    from harness.pruning.recipes import RECIPES, list_recipes
-    from harness.pruning.scores import get_score, list_scores
-    from harness.pruning.select import list_rules
-
     print("recipes:")
     for name in list_recipes():
         print(f"  {name:22s} {RECIPES.get(name).describe()}")

@@ -7,7 +7,7 @@ import argparse
 from harness.cli.common import positive_int
 from harness.data import load_dataset
 from harness.engine.protocol import create_protocol
-from harness.evaluate import evaluate_set, random_per_class
+from harness.evaluate import evaluate, random_per_class
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +25,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     rows = []
     for ipc in (1, 10):
         idx = random_per_class(train.labels, ipc, seed=0)
-        r = evaluate_set(train.subset(idx), test, proto, runs=args.runs, seed=0)
+        r = evaluate(train.subset(idx), test, proto, runs=args.runs, seed=0)
         rows.append((ipc, r))
         print(f"  random real IPC {ipc}: {r}", flush=True)
     print("\n| set | IPC | test accuracy (mean ± std) | runs |\n|---|---|---|---|")

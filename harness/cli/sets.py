@@ -15,15 +15,20 @@ import os
 import re
 from pathlib import Path
 
+from condensed import load_condensed
+from condensed.shrink import resolve_rule, shrink
 from harness.cli.common import (
     check_set_geometry,
     check_set_out,
     common_data_args,
+    engine_args,
+    engine_options,
     nonneg_int,
     parse_params,
     positive_int,
     seed_int,
 )
+from harness.engine.protocol import create_protocol
 from harness.errors import ConfigError
 
 
@@ -66,6 +71,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="dynamics training epochs (default: the protocol's)")
     s.add_argument("--protocol", default="yoco", help="dynamics training protocol")
     s.add_argument("--seed", type=seed_int, default=0)
+    engine_args(s)
     common_data_args(s)
     s.set_defaults(func=cmd_shrink)
 
@@ -145,9 +151,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_shrink(args: argparse.Namespace) -> int:
-    from condensed import load_condensed
-    from condensed.shrink import shrink
-
     out = check_set_out(args.out, overwrite=args.overwrite, sources=[args.dir])
     _check_shrink_options(args)
     src = load_condensed(args.dir)
@@ -155,7 +158,7 @@ def cmd_shrink(args: argparse.Namespace) -> int:
     runs_dynamics = args.runs_dynamics if args.runs_dynamics is not None else 1
     small = shrink(src, args.to_ipc, rule=args.rule, runs_dynamics=runs_dynamics, stop_epoch=args.stop_epoch,
                    topk=args.topk, epochs=args.epochs, protocol=args.protocol, seed=args.seed, device=args.device,
-                   data_root=args.data_root, cache_dir=args.cache_dir)
+                   data_root=args.data_root, cache_dir=args.cache_dir, options=engine_options(args))
     small.save(out, overwrite=args.overwrite)
     print(f"wrote {args.out}: {small.method} IPC {src.ipc}x{src.factor ** 2} -> {small.ipc} "
           f"rule {args.rule}, per class {small.class_counts()}")
@@ -164,14 +167,15 @@ def cmd_shrink(args: argparse.Namespace) -> int:
 
 def _check_shrink_options(args: argparse.Namespace) -> None:
     """Refuse options the rule would not use (they would be silently ignored) and unknown names, before work."""
-    from condensed.shrink import resolve_rule
-    from harness.engine.protocol import create_protocol
-
     recipe = resolve_rule(args.rule)
     create_protocol(args.protocol, "cifar10")
     trains = recipe.score is not None or recipe.rule == "kmeans"
     given = {"--runs-dynamics": args.runs_dynamics, "--epochs": args.epochs, "--stop-epoch": args.stop_epoch,
-             "--topk": args.topk}
+             "--topk": args.topk, "--path": None if args.path == "auto" else args.path,
+             "--precision": args.precision, "--compile": args.compile or None}
+    if args.path == "ensemble" and trains:
+        raise ConfigError("--path ensemble: shrink's dynamics runs record one model at a time (sequential); "
+                          "use --path auto or sequential")
     for opt, val in given.items():
         if val is None:
             continue

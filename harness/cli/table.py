@@ -1,15 +1,22 @@
 """``ddbench table run|status|report SPEC --results DIR [--scale smoke] [--executor local|slurm]``.
 
-Thin: parses arguments and calls :mod:`harness.bench`. Also runnable on its own as
-``python -m harness.cli.table table ...``.
+``table run`` also takes the engine options ``--path`` / ``--precision`` / ``--compile``
+(:class:`harness.engine.EngineOptions`): how runs execute, written into every record, never part of a
+cell's key (the same cell computed faster is the same cell). Thin: parses arguments and calls
+:mod:`harness.bench`. Also runnable on its own as ``python -m harness.cli.table table ...``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from harness.cli.common import device_arg, positive_int
+from harness.bench.report import write_reports
+from harness.bench.runner import RunOptions, run_table, table_status, table_units
+from harness.bench.spec import load_spec
+from harness.bench.store import ResultStore
+from harness.cli.common import check_out_root, device_arg, engine_args, engine_options, positive_int
 from harness.errors import ConfigError
 
 
@@ -37,6 +44,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--wait", action="store_true",
                      help="wait for runs other processes hold (default: exit 3 and say how many are left)")
+    engine_args(run)
     run.set_defaults(func=cmd_run)
     st = tsub.add_parser("status", help="runs done / claimed / pending")
     _common(st)
@@ -52,10 +60,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 def _check_results(args: argparse.Namespace, write: bool = False) -> None:
     """``--results`` must be a folder (or, for a run, one that can be made); a file is refused up front."""
-    from pathlib import Path
-
-    from harness.cli.common import check_out_root
-
     if write:
         check_out_root(args.results, "--results")
     elif Path(args.results).exists() and not Path(args.results).is_dir():
@@ -64,14 +68,11 @@ def _check_results(args: argparse.Namespace, write: bool = False) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Exit 0 when every run is recorded; 1 when a run failed; 3 when runs held by other processes are left."""
-    from harness.bench.runner import RunOptions, run_table, table_units
-    from harness.bench.spec import load_spec
-    from harness.cli.common import check_out_root
-
     _check_results(args, write=True)
     check_out_root(args.report, "--report")
     spec = load_spec(args.spec)
-    opts = RunOptions(results=args.results, device=args.device, data_root=args.data_root, cache_dir=args.cache_dir)
+    opts = RunOptions(results=args.results, device=args.device, data_root=args.data_root, cache_dir=args.cache_dir,
+                      engine=engine_options(args))
     if args.executor == "slurm":
         ex_opts = {"cluster": args.cluster, "partition": args.partition, "timeout_min": args.timeout_min}
     elif args.executor == "local":
@@ -98,18 +99,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"{spec.name} [{args.scale}]: {len(busy)} runs ({len(cells)} cells) still running elsewhere; "
               "the table is not complete (run again when they finish, or pass --wait)", file=sys.stderr)
     if args.report:
-        from harness.bench.report import write_reports
-
         for p in write_reports(spec, args.results, args.report, args.scale).values():
             print(f"wrote {p}")
     return 1 if counts.get("failed") else 3 if busy else 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from harness.bench.runner import table_status
-    from harness.bench.spec import load_spec
-    from harness.bench.store import ResultStore
-
     _check_results(args)
     spec = load_spec(args.spec)
     if args.break_stale_locks:
@@ -119,10 +114,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from harness.bench.report import write_reports
-    from harness.bench.spec import load_spec
-    from harness.cli.common import check_out_root
-
     _check_results(args)
     check_out_root(args.out, "--out")
     spec = load_spec(args.spec)

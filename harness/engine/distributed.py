@@ -10,9 +10,13 @@ with DataLoader workers, one process per GPU under ``torchrun`` (NCCL) or severa
   sampler, worker or rank, written epoch by epoch; every score reads it like any other run.
 * **subset training** (``subset=kept.npy``, ``test_root=...``): train a fresh model on the kept indices
   only and report the final accuracy on the test folder in ``<out>/result.json`` as a **fraction**
-  (``test_accuracy`` in [0, 1], like every other cell; reports print percent). With ``iterations > 0``
-  it runs exactly that many global optimiser steps (CCS / DUAL ImageNet: 300 000), through as many
-  passes over the kept images as it takes, the last one cut short, cosine laid over those steps.
+  (``test_accuracy`` in [0, 1], like every other cell; reports print percent). With a protocol's
+  ``iterations`` it runs exactly that many global optimiser steps (CCS / DUAL ImageNet: 300 000), through
+  as many passes over the kept images as it takes, the last one cut short, the schedule laid over those steps.
+
+What is trained is a :class:`harness.engine.TrainProtocol` (:class:`DDPConfig` = protocol + I/O): its loss,
+schedule (:class:`harness.engine.schedules.ScheduledSGD`, the optimiser of every trainer) and augmentation
+(the streamed form in :mod:`harness.augment`) come from the same registries as the in-memory trainers'.
 
 Every epoch ends with an atomic ``<out>/checkpoint.pt`` (model, optimiser, epoch); a killed run started
 again with the same config resumes from it, bit for bit: the sampler order is a function of
@@ -21,7 +25,10 @@ workers. A finished run (``result.json`` with the same config) returns at once.
 
 Run with torchrun::
 
-    torchrun --nproc_per_node 8 -m harness.engine.distributed --root /data/imagenet/train --out DIR --model resnet34 ...
+    torchrun --nproc_per_node 8 -m harness.engine.distributed --protocol ccs-imagenet \
+        --root /data/imagenet/train --out DIR --img-size 224 ...
+
+(``--protocol``: a preset name or a JSON object of ``TrainProtocol`` fields, as :func:`cli_args` writes it)
 
 or in-process on CPU with :func:`spawn_local` (the tests use two gloo processes); the coreset flow
 launches it through :func:`launch` (``harness.pruning.stream_coreset``).
@@ -30,131 +37,120 @@ launches it through :func:`launch` (``harness.pruning.stream_coreset``).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
+import torch.multiprocessing as tmp_mp
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader, DistributedSampler
 
+from harness.augment import create_stream_augment, eval_view
+from harness.data import ImageFolderStream, read_classlist
+from harness.data.specs import IMAGENET_MEAN, IMAGENET_STD
+from harness.dynamics import DynamicsRecorder
+from harness.engine.losses import batch_loss, get_loss
+from harness.engine.protocol import TrainProtocol, create_protocol
+from harness.engine.schedules import ScheduledSGD
+from harness.engine.trainer import seeded_model
 from harness.errors import ConfigError, DDBenchError
+from harness.io import atomic_write_json, read_meta_json, stable_json
+from harness.models import create_model
 
 RESULT = "result.json"
 RESULT_FORMAT = "ddbench.ddp-result"
 CHECKPOINT = "checkpoint.pt"
-AUGMENTS = ("none", "flip", "crop_flip", "rrc_flip")
-SCHEDULES = ("cosine", "constant")
 
 
 @dataclass(frozen=True)
 class DDPConfig:
-    """One DDP training run. ``batch_size`` is per rank; ``lr`` etc. as in :class:`harness.engine.TrainProtocol`.
+    """One DDP training run: a :class:`harness.engine.TrainProtocol` (what is computed) plus where the images
+    are and where the results go.
 
-    ``augment``: ``none`` (resize the shorter side to ``img_size``, centre crop), ``flip``,
-    ``crop_flip`` (pad ``img_size // 8``, random crop, flip: the CIFAR recipe) or ``rrc_flip``
-    (random-resized crop, scale 0.08-1, ratio 3/4-4/3, + flip: the ImageNet recipe). Test images are
-    resized to ``img_size / 0.875`` on the shorter side and centre-cropped (``img_size`` = 224 -> 256).
+    The protocol is the paper's: ``batch_size`` is the **global** batch (split evenly over the ranks),
+    ``epochs`` / ``iterations`` count global passes / optimiser steps, ``schedule`` and ``loss`` are the
+    registered ones (:mod:`harness.engine.schedules`, :mod:`harness.engine.losses`), and ``augment`` names a
+    streamed augmentation (:func:`harness.augment.create_stream_augment`: ``none`` (shorter side to
+    ``img_size``, centre crop), ``flip``, ``crop_flip`` (pad ``img_size // 8``, random crop, flip: the CIFAR
+    recipe) or ``rrc_flip`` (random-resized crop + flip: the ImageNet recipe)). What streamed training cannot
+    do is refused: an augmentation without a streamed form, CutMix, soft-label losses (folders have hard
+    labels), bf16, loss weightings. Test images: shorter side ``img_size / 0.875``, centre crop.
+
+    I/O: ``root`` (training image folder), ``out`` (dynamics / checkpoint / result), ``img_size``,
+    ``num_workers`` (DataLoader workers per rank; the numbers do not depend on it), ``seed`` (init, order,
+    augmentation), ``backend`` (gloo | nccl), ``classlist`` (a classlist name or file; "" = every class
+    folder), ``record`` (per-sample dynamics; whole folder, whole epochs), ``subset`` (.npy of the training
+    indices to train on; "" = all), ``test_root`` (folder to report the final accuracy on; "" = none).
     """
 
+    protocol: TrainProtocol
     root: str
     out: str
-    model: str = "resnet18_cifar"
-    epochs: int = 1  # passes over the data; unused when iterations > 0
-    iterations: int = 0  # > 0: exactly this many optimiser steps (subset training only)
-    batch_size: int = 32
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    nesterov: bool = True
-    schedule: str = "cosine"
-    eta_min: float = 0.0
-    augment: str = "none"
     img_size: int = 32
     num_workers: int = 2
     seed: int = 0
     backend: str = "gloo"
-    classlist: str = ""  # a classlist name or file (harness/data/classlists); "" = every class folder
-    record: bool = True  # write per-sample dynamics (needs the whole training folder, no subset)
-    subset: str = ""  # .npy of the training indices to train on ("" = all)
-    test_root: str = ""  # image folder to report the final-epoch accuracy on ("" = none)
+    classlist: str = ""
+    record: bool = True
+    subset: str = ""
+    test_root: str = ""
 
     def __post_init__(self) -> None:
-        if self.augment not in AUGMENTS:
-            raise ConfigError(f"ddp: augment={self.augment!r}, expected one of {', '.join(AUGMENTS)}")
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"ddp: schedule={self.schedule!r}, expected one of {', '.join(SCHEDULES)}")
+        p = self.protocol
+        if not isinstance(p, TrainProtocol):
+            raise ConfigError(f"ddp: protocol must be a TrainProtocol, got {type(p).__name__}")
+        create_stream_augment(p.augment)  # ConfigError: no streamed form
+        unsupported = {"cutmix": p.cutmix_p > 0, f"loss {p.loss} (folders have hard labels)":
+                       get_loss(p.loss).targets != "hard", f"precision {p.precision}": p.precision != "fp32",
+                       f"loss_weighting {p.loss_weighting}": p.loss_weighting != "none"}
+        bad = [k for k, v in unsupported.items() if v]
+        if bad:
+            raise ConfigError(f"protocol {p.name}: {', '.join(bad)} not supported on streamed data")
         if self.record and self.subset:
             raise ConfigError("ddp: record=True needs the whole training folder; drop --subset or --record")
-        if self.epochs < 1 or self.batch_size < 1 or self.img_size < 1:
-            raise ConfigError("ddp: epochs, batch_size and img_size must be >= 1")
-        if self.iterations < 0:
-            raise ConfigError(f"ddp: iterations={self.iterations}, expected 0 (epochs) or a positive step count")
-        if self.record and self.iterations:
-            raise ConfigError("ddp: record=True (dynamics) needs whole epochs; drop --iterations")
+        if self.img_size < 1 or self.num_workers < 0:
+            raise ConfigError("ddp: img_size must be >= 1 and num_workers >= 0")
+        if self.record and p.iterations is not None:
+            raise ConfigError(f"protocol {p.name}: a dynamics run (record=True) needs whole epochs; drop iterations")
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-normal (as it reads back from ``result.json``): the protocol's ``as_dict`` and the I/O fields."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["protocol"] = self.protocol.as_dict()
+        return json.loads(stable_json(d))
 
 
-# --- per-sample transforms (picklable for workers; randomness from (seed, epoch, index)) -------------
-class _Transform:
-    def __init__(self, size: int, mean: tuple[float, ...], std: tuple[float, ...], mode: str, seed: int) -> None:
-        self.size, self.mode, self.seed = size, mode, seed
+# --- per-sample views (picklable for workers; randomness from (seed, epoch, index)) ---------------------
+class StreamTransform:
+    """One streamed image -> its normalized training view (the protocol's streamed augmentation) or its test
+    view (``augment="eval"``). The generator is seeded by ``(seed, epoch, index)``: a view does not depend on
+    the worker, the rank or the number of workers (bit-for-bit resume)."""
+
+    def __init__(self, size: int, mean: tuple[float, ...], std: tuple[float, ...], augment: str, seed: int) -> None:
+        self.size, self.augment, self.seed = size, augment, seed
         self.mean, self.std = torch.tensor(mean).view(-1, 1, 1), torch.tensor(std).view(-1, 1, 1)
-
-    def _resize(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        if tuple(x.shape[-2:]) == (h, w):
-            return x
-        return F.interpolate(x[None], size=(h, w), mode="bilinear", antialias=True, align_corners=False)[0]
-
-    def _short_side_center(self, x: torch.Tensor, short: int) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        s = short / min(h, w)
-        x = self._resize(x, max(short, round(h * s)), max(short, round(w * s)))
-        top, left = (x.shape[-2] - self.size) // 2, (x.shape[-1] - self.size) // 2
-        return x[:, top:top + self.size, left:left + self.size]
-
-    def _rrc(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        area = h * w
-        for _ in range(10):
-            target = area * (0.08 + 0.92 * float(torch.rand((), generator=g)))
-            log_r = math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * float(torch.rand((), generator=g))
-            r = math.exp(log_r)
-            cw, ch = round(math.sqrt(target * r)), round(math.sqrt(target / r))
-            if 0 < cw <= w and 0 < ch <= h:
-                top = int(torch.randint(0, h - ch + 1, (), generator=g))
-                left = int(torch.randint(0, w - cw + 1, (), generator=g))
-                return self._resize(x[:, top:top + ch, left:left + cw], self.size, self.size)
-        return self._short_side_center(x, self.size)  # torchvision's fallback: the central crop
+        self.view = None if augment == "eval" else create_stream_augment(augment)
 
     def __call__(self, img: torch.Tensor, epoch: int, index: int) -> torch.Tensor:
         x = img.float() / 255
         g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 2_147_483_647 + index)
-        if self.mode == "eval":
-            x = self._short_side_center(x, round(self.size / 0.875))  # shorter side 256, centre 224
-        elif self.mode == "rrc_flip":
-            x = self._rrc(x, g)
-        else:
-            x = self._short_side_center(x, self.size)
-            if self.mode == "crop_flip":
-                p = self.size // 8
-                x = F.pad(x, (p, p, p, p))
-                top, left = (int(v) for v in torch.randint(0, 2 * p + 1, (2,), generator=g))
-                x = x[:, top:top + self.size, left:left + self.size]
-        if self.mode in ("flip", "crop_flip", "rrc_flip") and bool(torch.rand((), generator=g) < 0.5):
-            x = x.flip(-1)
+        x = eval_view(x, self.size) if self.view is None else self.view(x, g, self.size)
         return (x - self.mean) / self.std
 
 
 class _Streamed(torch.utils.data.Dataset):
     """``(input, label, index)`` of a folder stream, optionally restricted to ``indices`` (kept order)."""
 
-    def __init__(self, stream: Any, transform: _Transform, indices: np.ndarray | None = None) -> None:
+    def __init__(self, stream: Any, transform: StreamTransform, indices: np.ndarray | None = None) -> None:
         self.stream, self.transform, self.epoch = stream, transform, 0
         self.indices = None if indices is None else np.asarray(indices, np.int64)
 
@@ -181,24 +177,22 @@ def _gather_rows(rows: torch.Tensor, world: int) -> torch.Tensor:
 
 
 def _read_result(out: Path, cfg: DDPConfig) -> dict[str, Any] | None:
-    from harness.io import read_meta_json
-
     f = out / RESULT
     if not f.is_file():
         return None
     res = read_meta_json(f, RESULT_FORMAT)
-    return res if res.get("config") == asdict(cfg) else None
+    return res if res.get("config") == cfg.as_dict() else None
 
 
 class _State:
     """What the recorder's checkpoint hook saves: model, optimiser, the next epoch and the config."""
 
-    def __init__(self, model: torch.nn.Module, opt: torch.optim.Optimizer, cfg: DDPConfig) -> None:
-        self.model, self.opt, self.cfg, self.epoch, self.train_acc = model, opt, cfg, 0, float("nan")
+    def __init__(self, model: torch.nn.Module, sgd: ScheduledSGD, cfg: DDPConfig) -> None:
+        self.model, self.sgd, self.cfg, self.epoch, self.train_acc = model, sgd, cfg, 0, float("nan")
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "epoch": self.epoch,
-                "train_acc": self.train_acc, "config": asdict(self.cfg)}
+        return {"model": self.model.state_dict(), "optimizer": self.sgd.state_dict(), "epoch": self.epoch,
+                "train_acc": self.train_acc, "config": self.cfg.as_dict()}
 
 
 def _save_checkpoint(out: Path, state: _State) -> None:
@@ -208,16 +202,12 @@ def _save_checkpoint(out: Path, state: _State) -> None:
 
 
 def _evaluate(model: torch.nn.Module, cfg: DDPConfig, classes: list[str], rank: int, world: int,
-              device: torch.device, mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[int, int]:
+              device: torch.device, batch: int) -> tuple[int, int]:
     """(correct, total) on ``cfg.test_root``: each rank takes every ``world``-th image, counts are summed."""
-    from torch.utils.data import DataLoader
-
-    from harness.data import ImageFolderStream
-
     test = ImageFolderStream(cfg.test_root, classes=classes)
     mine = np.arange(rank, len(test), world)
-    ds = _Streamed(test, _Transform(cfg.img_size, mean, std, "eval", cfg.seed), mine)
-    loader = DataLoader(ds, batch_size=max(cfg.batch_size, 64), num_workers=cfg.num_workers)
+    ds = _Streamed(test, StreamTransform(cfg.img_size, IMAGENET_MEAN, IMAGENET_STD, "eval", cfg.seed), mine)
+    loader = DataLoader(ds, batch_size=max(batch, 64), num_workers=cfg.num_workers)
     model.eval()
     correct = torch.zeros(2, dtype=torch.float64, device=device)
     with torch.inference_mode():
@@ -231,21 +221,17 @@ def _evaluate(model: torch.nn.Module, cfg: DDPConfig, classes: list[str], rank: 
 
 def train_ddp(rank: int, world_size: int, cfg: DDPConfig, init_method: str = "env://",
               stop_after: int | None = None) -> dict[str, Any] | None:
-    """Train under DDP on ``cfg.root``; rank 0 writes the dynamics / checkpoint / ``result.json``.
+    """Train ``cfg.protocol`` under DDP on ``cfg.root``; rank 0 writes the dynamics / checkpoint / ``result.json``.
 
+    Each rank takes ``batch_size / world_size`` images per step; the schedule, the optimiser (a fresh one where
+    the schedule says so, e.g. VICO's halving) and the loss are the registered ones every trainer uses.
     ``stop_after`` ends the process after that many epochs of this call (tests: a kill between epochs).
     Returns the result on rank 0 (None on the others, and when stopped early).
     """
-    from torch.nn.parallel import DistributedDataParallel as DDP
-    from torch.utils.data import DataLoader, DistributedSampler
-
-    from harness.data import ImageFolderStream, read_classlist
-    from harness.data.specs import IMAGENET_MEAN, IMAGENET_STD
-    from harness.engine.protocol import TrainProtocol
-    from harness.engine.trainer import scheduled_lr, seeded_model
-    from harness.io import atomic_write_json
-    from harness.models import create_model
-
+    p = cfg.protocol
+    if p.batch_size % world_size:
+        raise ConfigError(f"protocol {p.name}: batch_size {p.batch_size} does not split over {world_size} processes")
+    batch = p.batch_size // world_size  # per rank
     out = Path(cfg.out)
     dist.init_process_group(cfg.backend, init_method=init_method, rank=rank, world_size=world_size)
     try:
@@ -261,28 +247,27 @@ def train_ddp(rank: int, world_size: int, cfg: DDPConfig, init_method: str = "en
         kept = np.load(cfg.subset) if cfg.subset else None
         if kept is not None and (kept.ndim != 1 or kept.size == 0 or kept.min() < 0 or kept.max() >= n_all):
             raise ConfigError(f"{cfg.subset}: expected a non-empty 1-D array of indices in [0, {n_all})")
-        ds = _Streamed(stream, _Transform(cfg.img_size, IMAGENET_MEAN, IMAGENET_STD, cfg.augment, cfg.seed), kept)
+        ds = _Streamed(stream, StreamTransform(cfg.img_size, IMAGENET_MEAN, IMAGENET_STD, p.augment, cfg.seed), kept)
         n = len(ds)
         sampler = DistributedSampler(ds, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.seed)
-        model = seeded_model(lambda: create_model(cfg.model, num_classes=k, in_chans=3, img_size=cfg.img_size),
+        model = seeded_model(lambda: create_model(p.model, num_classes=k, in_chans=3, img_size=cfg.img_size),
                              cfg.seed).to(device)
-        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                              weight_decay=cfg.weight_decay, nesterov=cfg.nesterov and cfg.momentum > 0)
-        proto = TrainProtocol("ddp", model=cfg.model, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                         schedule=cfg.schedule, eta_min=cfg.eta_min, iterations=cfg.iterations or None)
-        state = _State(model, opt, cfg)
+        steps_per_epoch = math.ceil(n / world_size / batch)  # = ceil(ceil(n / world) / batch) per rank
+        steps_total = p.iterations or p.total_epochs * steps_per_epoch
+        epochs_total = math.ceil(steps_total / steps_per_epoch)
+        sgd = ScheduledSGD(p, model.parameters(), steps_total)
+        loss_fn = get_loss(p.loss)
+        state = _State(model, sgd, cfg)
         rec = None
-        meta = {**asdict(cfg), "world_size": world_size, "classes": stream.classes,
+        meta = {**cfg.as_dict(), "world_size": world_size, "classes": stream.classes,
                 "order": "dataset (ImageFolderStream index)"}
         if rank == 0 and cfg.record:
-            from harness.dynamics import DynamicsRecorder
-
             rec = DynamicsRecorder(n_all, k, out_dir=out, meta=meta, labels=stream.targets.numpy(), checkpoint=True)
         out.mkdir(parents=True, exist_ok=True)
         start = torch.zeros(1, dtype=torch.long, device=device)
         if rank == 0 and (out / CHECKPOINT).is_file():
             ck = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True)
-            if ck.get("config") != asdict(cfg):
+            if ck.get("config") != cfg.as_dict():
                 raise ConfigError(f"{out / CHECKPOINT}: a checkpoint of another run; use another --out or delete it")
             start[0] = int(ck["epoch"])
             if rec is not None:
@@ -297,33 +282,30 @@ def train_ddp(rank: int, world_size: int, cfg: DDPConfig, init_method: str = "en
         if start_epoch > 0:
             ck = torch.load(out / CHECKPOINT, map_location=device, weights_only=True)
             model.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["optimizer"])
+            sgd.load_state_dict(ck["optimizer"])  # the lr and momentum of the epoch boundary it was saved at
             state.train_acc = float(ck.get("train_acc", float("nan")))
         ddp = DDP(model, device_ids=[device.index] if use_cuda else None)
-        steps_per_epoch = math.ceil(n / world_size / cfg.batch_size)  # = ceil(ceil(n / world) / batch) per rank
-        steps_total = cfg.iterations or cfg.epochs * steps_per_epoch
-        epochs_total = math.ceil(steps_total / steps_per_epoch)
         for epoch in range(start_epoch, epochs_total):
             if stop_after is not None and epoch - start_epoch >= stop_after:
                 return None
             sampler.set_epoch(epoch)
             ds.epoch = epoch  # workers are re-created each epoch, so they see it
-            loader = DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
+            loader = DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=cfg.num_workers,
                                 pin_memory=use_cuda)
             ddp.train()
             hits = torch.zeros(2, dtype=torch.float64, device=device)  # this rank's (correct, seen), summed at the end
-            for i, (x, y, idx) in enumerate(loader):
-                if epoch * steps_per_epoch + i >= steps_total:  # an iteration budget ends inside its last pass
+            step = epoch * steps_per_epoch
+            for x, y, idx in loader:
+                if step >= steps_total:  # an iteration budget ends inside its last pass
                     break
-                lr = scheduled_lr(proto, epoch, epoch * steps_per_epoch + i, steps_total, cfg.lr)
-                for group in opt.param_groups:
-                    group["lr"] = lr
+                sgd.begin_step(epoch, step)
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 logits = ddp(x)
-                loss = F.cross_entropy(logits, y)
-                opt.zero_grad(set_to_none=True)
+                loss = batch_loss(loss_fn, logits, y)
+                sgd.zero_grad()
                 loss.backward()
-                opt.step()
+                sgd.step()
+                step += 1
                 hits[0] += (logits.detach().argmax(1) == y).sum()
                 hits[1] += y.numel()  # a cut-short last pass sees fewer than sampler.total_size
                 if cfg.record:  # every rank's batch, (sum B, 2 + C); only dynamics runs pay for the gather
@@ -333,19 +315,20 @@ def train_ddp(rank: int, world_size: int, cfg: DDPConfig, init_method: str = "en
                     if rec is not None:  # DistributedSampler pads with repeats: same sample, same epoch
                         rec.on_batch(epoch, allrows[:, 0].long(), allrows[:, 2:].float(), allrows[:, 1].long())
             dist.all_reduce(hits)
+            sgd.end_epoch(epoch, step)  # e.g. VICO: lr x0.1 with a fresh optimiser (before the checkpoint)
             state.epoch, state.train_acc = epoch + 1, float(hits[0].item()) / max(float(hits[1].item()), 1.0)
             if rec is not None:
                 rec.on_epoch_end(epoch, state)  # rows, then checkpoint, then the commit
             elif rank == 0:
                 _save_checkpoint(out, state)
             dist.barrier()
-        result: dict[str, Any] = {"format": RESULT_FORMAT, "config": asdict(cfg), "world_size": world_size,
+        result: dict[str, Any] = {"format": RESULT_FORMAT, "config": cfg.as_dict(), "world_size": world_size,
                                   "n_train": n, "n_folder": n_all, "classes": stream.classes,
                                   "last_epoch_train_acc": state.train_acc, "optimizer_steps": steps_total}
         if cfg.test_root:
             for b in model.buffers():  # BN statistics: rank 0's, so every rank evaluates the same model
                 dist.broadcast(b, 0)
-            c, t = _evaluate(model, cfg, stream.classes, rank, world_size, device, IMAGENET_MEAN, IMAGENET_STD)
+            c, t = _evaluate(model, cfg, stream.classes, rank, world_size, device, batch)
             result.update({"test_correct": c, "n_test": t, "test_accuracy": c / max(t, 1)})  # a fraction
         if rank == 0:
             if rec is not None:
@@ -365,8 +348,6 @@ def _spawn_entry(rank: int, world_size: int, cfg: DDPConfig, init_method: str, s
 
 def spawn_local(cfg: DDPConfig, world_size: int = 2, stop_after: int | None = None) -> Path:
     """Run :func:`train_ddp` in ``world_size`` local processes (gloo on CPU); returns ``cfg.out``."""
-    import torch.multiprocessing as tmp_mp
-
     with tempfile.TemporaryDirectory() as d:
         init = f"file://{Path(d) / 'rendezvous'}"
         tmp_mp.spawn(_spawn_entry, args=(world_size, cfg, init, stop_after), nprocs=world_size, join=True)
@@ -374,10 +355,11 @@ def spawn_local(cfg: DDPConfig, world_size: int = 2, stop_after: int | None = No
 
 
 def cli_args(cfg: DDPConfig) -> list[str]:
-    """The ``python -m harness.engine.distributed`` arguments that rebuild ``cfg``."""
-    args: list[str] = []
+    """The ``python -m harness.engine.distributed`` arguments that rebuild ``cfg`` (the protocol as JSON)."""
+    args = ["--protocol", stable_json(cfg.protocol.as_dict())]
     for f in fields(DDPConfig):
-        args += [f"--{f.name.replace('_', '-')}", str(getattr(cfg, f.name))]
+        if f.name != "protocol":
+            args += [f"--{f.name.replace('_', '-')}", str(getattr(cfg, f.name))]
     return args
 
 
@@ -411,21 +393,40 @@ def _parse_bool(s: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {s!r}")
 
 
+def _protocol_arg(text: str) -> TrainProtocol:
+    """``--protocol``: a JSON object of :class:`TrainProtocol` fields (what :func:`cli_args` writes), or a preset
+    name (its CIFAR-10 form)."""
+    if text.lstrip().startswith("{"):
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise argparse.ArgumentTypeError(f"--protocol: not a JSON object ({e})") from None
+        d["milestones"] = tuple(d.get("milestones", ()))
+        try:
+            return TrainProtocol(**d)
+        except TypeError as e:
+            raise argparse.ArgumentTypeError(f"--protocol: {e}") from None
+    return create_protocol(text)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """torchrun entry point: ``torchrun --nproc_per_node N -m harness.engine.distributed --root ... --out ...``."""
+    """torchrun entry point: ``torchrun --nproc_per_node N -m harness.engine.distributed --protocol ... --root ...
+    --out ...``."""
     ap = argparse.ArgumentParser(prog="python -m harness.engine.distributed")
+    ap.add_argument("--protocol", required=True, type=_protocol_arg,
+                    help="TrainProtocol fields as a JSON object, or a preset name")
     ap.add_argument("--root", required=True)
     ap.add_argument("--out", required=True)
     for f in fields(DDPConfig):
-        if f.name not in ("root", "out"):
+        if f.name not in ("protocol", "root", "out"):
             kind = _parse_bool if isinstance(f.default, bool) else type(f.default)
             ap.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default)
     a = ap.parse_args(argv)
-    cfg = DDPConfig(**{f.name: getattr(a, f.name) for f in fields(DDPConfig)})
+    values = {f.name: getattr(a, f.name) for f in fields(DDPConfig)}
     given = argv if argv is not None else sys.argv[1:]
-    if cfg.backend == "gloo" and torch.cuda.is_available() and "--backend" not in given:
-        cfg = DDPConfig(**{**asdict(cfg), "backend": "nccl"})
-    train_ddp(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), cfg)
+    if values["backend"] == "gloo" and torch.cuda.is_available() and "--backend" not in given:
+        values["backend"] = "nccl"
+    train_ddp(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), DDPConfig(**values))
     return 0
 
 

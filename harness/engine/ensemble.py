@@ -28,7 +28,7 @@ Each model keeps what makes the K runs independent:
 
 BatchNorm models (running statistics, batch statistics shared in a way vmap cannot keep per model
 without functionalising the buffers) are not ensembled: :func:`can_ensemble` says no and
-:mod:`harness.engine.fasteval` falls back to sequential runs.
+:func:`harness.evaluate.evaluate` falls back to sequential runs.
 
 The step loop issues no host synchronisation: no ``.item()``, ``float(tensor)`` or ``int(tensor)``;
 learning rates are Python floats computed from the step count; accuracies are read once at the end.
@@ -41,22 +41,18 @@ from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from harness.augment import create_augment
+from harness.engine.losses import Loss, get_loss
+from harness.engine.options import can_ensemble
 from harness.engine.protocol import TrainProtocol
-from harness.engine.trainer import check_sample_weights, scheduled_lr
+from harness.engine.schedules import ScheduledSGD
+from harness.engine.trainer import check_sample_weights
 from harness.errors import ConfigError
-from harness.models import has_running_stats
 
-__all__ = ["can_ensemble", "ensemble_aug_seed", "fit_ensemble", "lr_schedule"]
-
-
-def can_ensemble(model: nn.Module) -> bool:
-    """True if ``model`` can be trained as a vmapped ensemble member (no BatchNorm running statistics)."""
-    return not has_running_stats(model)
+__all__ = ["can_ensemble", "ensemble_accuracy", "ensemble_aug_seed", "ensemble_cutmix", "fit_ensemble"]
 
 
 def ensemble_aug_seed(seeds: Sequence[int]) -> int:
@@ -65,9 +61,6 @@ def ensemble_aug_seed(seeds: Sequence[int]) -> int:
     for s in seeds:
         h = ((h ^ (int(s) & 0xFFFFFFFFFFFFFFFF)) * 1099511628211) % (1 << 63)
     return h
-
-
-# --- DSA over an ensemble batch -------------------------------------------------------------------
 
 
 # --- CutMix per model, vectorised ---------------------------------------------------------------------
@@ -112,26 +105,14 @@ def ensemble_cutmix(x: torch.Tensor, models: int, generator: torch.Generator, p:
 
 
 # --- the loop ------------------------------------------------------------------------------------
-def lr_schedule(protocol: TrainProtocol, steps_per_epoch: int, steps_total: int | None = None
-                ) -> Callable[[int, int, float], float]:
-    """``lr(epoch, step, current)`` as :class:`harness.engine.Trainer` computes it (pure Python floats).
-    ``steps_total``: the run's steps (default: steps per epoch x epochs; pass it for an iteration budget)."""
-    if steps_total is None:
-        steps_total = steps_per_epoch * protocol.total_epochs
-    return lambda epoch, step, current: scheduled_lr(protocol, epoch, step, steps_total, current)
-
-
-def _per_model_loss(kind: str, logits: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """(K, B, C) logits, (K, B) or (K, B, C) targets -> (K,) losses, each the mean over its batch
-    (``reduction="none"``: the (K, B) per-sample losses, ce / soft_ce only)."""
+def _per_model_loss(loss: Loss, logits: torch.Tensor, target: torch.Tensor, reduction: str = "mean"
+                    ) -> torch.Tensor:
+    """(K, B, C) logits, (K, B) or (K, B, C) targets -> (K,) losses, each the mean of the registered loss's
+    per-sample form over the model's batch (``reduction="none"``: the (K, B) per-sample losses)."""
     k, b, c = logits.shape
     flat = logits.reshape(k * b, c).float()
-    if kind == "ce":
-        per = F.cross_entropy(flat, target.reshape(k * b), reduction="none").view(k, b)
-    elif kind == "soft_ce":
-        per = -(target.reshape(k * b, c) * F.log_softmax(flat, dim=1)).sum(1).view(k, b)
-    else:
-        return F.mse_loss(flat, target.reshape(k * b, c).float(), reduction="none").view(k, b * c).mean(1)
+    t = target.reshape(k * b) if loss.targets == "hard" else target.reshape(k * b, c)
+    per = loss.per_sample(flat, t).view(k, b)
     return per if reduction == "none" else per.mean(1)
 
 
@@ -191,18 +172,10 @@ def fit_ensemble(models: Sequence[nn.Module], protocol: TrainProtocol, seeds: Se
     weighting = check_sample_weights(p, sample_weights, n)
     if sample_weights is not None:
         sample_weights = sample_weights.to(device)
-    steps_per_epoch = p.steps_per_epoch(n)
     steps_total = p.steps_for(n)
     epochs_total = p.epochs_for(n)
-    lr_at = lr_schedule(p, steps_per_epoch, steps_total)
-    plist = list(stack.params.values())
-
-    def new_opt(lr: float) -> torch.optim.Optimizer:
-        return torch.optim.SGD(plist, lr=lr, momentum=p.momentum, weight_decay=p.weight_decay, nesterov=p.nesterov,
-                               foreach=device.type == "cuda" or None)
-
-    lr = p.lr
-    opt = new_opt(lr)
+    loss = get_loss(p.loss)
+    sgd = ScheduledSGD(p, stack.params.values(), steps_total, foreach=device.type == "cuda" or None)
     step = 0
     for ep in range(epochs_total):
         orders = torch.stack([torch.randperm(n, generator=g, device=device) for g in order_gens])  # (K, n)
@@ -214,11 +187,7 @@ def fit_ensemble(models: Sequence[nn.Module], protocol: TrainProtocol, seeds: Se
             x = images[idx]  # (K, B, C, H, W)
             y = targets[idx]
             x = augment(x.reshape(k * b, *x.shape[2:]), aug_gen, k).view_as(x)
-            if p.schedule in ("cosine", "multistep"):
-                new = lr_at(ep, step, lr)
-                if new != opt.param_groups[0]["lr"]:
-                    for group in opt.param_groups:
-                        group["lr"] = new
+            sgd.begin_step(ep, step)  # a Python float from the step count: no host read
             with autocast:
                 red = "mean" if weighting is None else "none"
                 if p.cutmix_p > 0:
@@ -226,20 +195,18 @@ def fit_ensemble(models: Sequence[nn.Module], protocol: TrainProtocol, seeds: Se
                     logits = stack(x)
                     y2 = torch.gather(y, 1, partner.view(*partner.shape, *([1] * (y.ndim - 2))).expand_as(y))
                     lm = lam if weighting is None else lam.unsqueeze(1)
-                    losses = lm * _per_model_loss(p.loss, logits, y, red) + (1 - lm) * _per_model_loss(p.loss, logits,
-                                                                                                       y2, red)
+                    losses = (lm * _per_model_loss(loss, logits, y, red)
+                              + (1 - lm) * _per_model_loss(loss, logits, y2, red))
                 else:
                     logits = stack(x)
-                    losses = _per_model_loss(p.loss, logits, y, red)
+                    losses = _per_model_loss(loss, logits, y, red)
                 if weighting is not None:  # (K, B) per-sample losses -> (K,)
                     losses = weighting.apply(losses, sample_weights[idx])
-            opt.zero_grad(set_to_none=True)
+            sgd.zero_grad()
             losses.sum().backward()  # model k's loss depends on model k's slice only
-            opt.step()
+            sgd.step()
             step += 1
-        if p.schedule == "vico_half" and ep == p.epochs // 2 + 1:
-            lr *= 0.1  # VICO: lr x0.1 with a fresh optimiser (momentum buffers dropped)
-            opt = new_opt(lr)
+        sgd.end_epoch(ep, step)  # e.g. VICO: lr x0.1 with a fresh optimiser, as the sequential Trainer
         if progress is not None:
             progress(ep + 1, epochs_total)
     stack.write_back(models)

@@ -39,7 +39,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from harness.augment import list_augments
-from harness.engine.losses import LOSS_WEIGHTINGS, list_loss_weightings
+from harness.engine.losses import LOSS_WEIGHTINGS, list_loss_weightings, list_losses
+from harness.engine.schedules import get_schedule, list_schedules
 from harness.errors import ConfigError
 from harness.registry import Registry
 
@@ -58,7 +59,7 @@ class TrainProtocol:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     nesterov: bool = False
-    schedule: str = "vico_half"  # vico_half | multistep | cosine | constant
+    schedule: str = "vico_half"  # harness.engine.schedules.list_schedules(): vico_half | multistep | cosine | constant
     milestones: tuple[float, ...] = ()  # multistep: fractions of the epochs
     gamma: float = 0.1
     eta_min: float = 0.0
@@ -67,7 +68,7 @@ class TrainProtocol:
     dc_strategy: str = ""
     cutmix_p: float = 0.0
     cutmix_beta: float = 1.0
-    loss: str = "ce"  # ce (hard labels) | soft_ce | mse (soft labels)
+    loss: str = "ce"  # harness.engine.losses.list_losses(): ce (hard labels) | soft_ce | mse (soft labels)
     runs: int = 5
     test_batch: int = 1000
     precision: str = "fp32"  # fp32 | bf16 (autocast)
@@ -77,9 +78,9 @@ class TrainProtocol:
 
     def __post_init__(self) -> None:
         checks = {
-            "schedule": (self.schedule, {"vico_half", "multistep", "cosine", "constant"}),
+            "schedule": (self.schedule, set(list_schedules())),
             "augment": (self.augment, set(list_augments())),
-            "loss": (self.loss, {"ce", "soft_ce", "mse"}),
+            "loss": (self.loss, set(list_losses())),
             "precision": (self.precision, {"fp32", "bf16"}),
             "reported": (self.reported, {"last"}),
         }
@@ -94,9 +95,10 @@ class TrainProtocol:
             if isinstance(self.iterations, bool) or not isinstance(self.iterations, int) or self.iterations < 1:
                 raise ConfigError(f"protocol {self.name}: iterations={self.iterations!r}, expected None or an "
                                   "integer >= 1")
-            if self.schedule == "vico_half":
-                raise ConfigError(f"protocol {self.name}: schedule 'vico_half' is defined over epochs; use "
-                                  "cosine, multistep or constant with iterations")
+            if get_schedule(self.schedule).epochs_only:
+                per_step = [n for n in list_schedules() if not get_schedule(n).epochs_only]
+                raise ConfigError(f"protocol {self.name}: schedule {self.schedule!r} is defined over epochs; use "
+                                  f"{', '.join(per_step)} with iterations")
         if self.loss_weighting not in LOSS_WEIGHTINGS:
             raise ConfigError(f"protocol {self.name}: loss_weighting={self.loss_weighting!r}, expected one of "
                               f"{list_loss_weightings()}")

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from typing import Any
 from typing import Protocol as TypingProtocol
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from harness.augment import create_augment, cutmix
-from harness.engine.losses import LossWeighting, get_loss_weighting, soft_cross_entropy
+from harness.engine.losses import LossWeighting, batch_loss, get_loss, get_loss_weighting
 from harness.engine.protocol import TrainProtocol
+from harness.engine.schedules import ScheduledSGD
 from harness.errors import ConfigError
 
 
@@ -48,70 +47,41 @@ def seeded_model(build: Callable[[], nn.Module], seed: int) -> nn.Module:
         return build()
 
 
-def scheduled_lr(p: TrainProtocol, epoch: int, step: int, steps_total: int, current: float) -> float:
-    """The learning rate at a step: cosine per iteration (to ``eta_min`` at ``steps_total``), multistep at
-    fractions of the epochs (of the steps under ``iterations``; x ``gamma`` each), else ``current`` (VICO's
-    halving is applied by the loop with a fresh optimiser)."""
-    if p.schedule == "cosine":
-        return p.eta_min + (p.lr - p.eta_min) * (1 + math.cos(math.pi * step / steps_total)) / 2
-    if p.schedule == "multistep":
-        if p.iterations is not None:
-            drops = sum(step >= int(round(m * steps_total)) for m in p.milestones)
-        else:
-            drops = sum(epoch >= int(round(m * p.total_epochs)) for m in p.milestones)
-        return p.lr * p.gamma**drops
-    return current
-
-
 class Trainer:
     """Trains one model on an in-memory tensor set under a :class:`TrainProtocol`.
 
     ``images`` are already in the model's input space (normalized or ZCA) on the training device;
     ``targets`` are hard labels (N,) or soft labels (N, K). Randomness (order, augmentation, CutMix)
-    comes from one generator seeded by ``seed``.
+    comes from one generator seeded by ``seed``. The loss, the schedule and the augmentation are the
+    protocol's registered ones (:mod:`harness.engine.losses`, :mod:`harness.engine.schedules`,
+    :mod:`harness.augment`). ``compile=True`` runs the forward through ``torch.compile`` (``self.net``;
+    ``self.model`` stays the plain module, so checkpoints have the usual keys).
     """
 
     def __init__(self, model: nn.Module, protocol: TrainProtocol, *, seed: int,
-                 hooks: Sequence[TrainHook] = (), progress: Callable[[int, int], None] | None = None) -> None:
+                 hooks: Sequence[TrainHook] = (), progress: Callable[[int, int], None] | None = None,
+                 compile: bool = False) -> None:
         self.model, self.protocol, self.seed = model, protocol, seed
+        self.net = torch.compile(model) if compile else model  # shares the parameters
         self.hooks, self.progress = list(hooks), progress
         self.device = next(model.parameters()).device
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        self.lr = protocol.lr
-        self.optimizer = self._new_optimizer(self.lr)
+        self.sgd = ScheduledSGD(protocol, model.parameters())
         self.epoch = 0  # epochs completed
         self.step = 0
-        p = protocol
-        self.augmenter = create_augment(p)  # harness.augment registry, keyed by protocol.augment
+        self.augmenter = create_augment(protocol)  # harness.augment registry, keyed by protocol.augment
+        self.loss = get_loss(protocol.loss)
 
-    def _new_optimizer(self, lr: float) -> torch.optim.Optimizer:
-        p = self.protocol
-        return torch.optim.SGD(self.model.parameters(), lr=lr, momentum=p.momentum,
-                               weight_decay=p.weight_decay, nesterov=p.nesterov)
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.sgd.optimizer
 
-    def _set_lr(self, lr: float) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-
-    def _lr_at(self, epoch: int, step: int, steps_total: int) -> float:
-        return scheduled_lr(self.protocol, epoch, step, steps_total, self.lr)
+    @property
+    def lr(self) -> float:
+        return self.sgd.lr
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         return self.augmenter(x, self.generator, 1)
-
-    def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        loss = self.protocol.loss
-        if loss == "ce":
-            return F.cross_entropy(logits, target)
-        if loss == "soft_ce":
-            return soft_cross_entropy(logits, target)
-        return F.mse_loss(logits, target)
-
-    def _losses(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Per-sample losses (B,) for a loss weighting (``ce`` or ``soft_ce``)."""
-        if self.protocol.loss == "ce":
-            return F.cross_entropy(logits, target, reduction="none")
-        return -(target * F.log_softmax(logits, dim=1)).sum(dim=1)
 
     def fit(self, images: torch.Tensor, targets: torch.Tensor, *, labels: torch.Tensor | None = None,
             stop_after: int | None = None, sample_weights: torch.Tensor | None = None) -> nn.Module:
@@ -130,48 +100,39 @@ class Trainer:
             sample_weights = sample_weights.to(images.device)
         steps_total = p.steps_for(n)
         epochs_total = p.epochs_for(n)
+        self.sgd.steps_total = steps_total
         autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
                     if p.precision == "bf16" else nullcontext())
-        model.train()
         last = epochs_total if stop_after is None else min(stop_after, epochs_total)
         while self.epoch < last:
             ep = self.epoch
+            model.train()  # every epoch: a hook may have run an eval pass at the last epoch's end
             order = torch.randperm(n, generator=g, device=g.device).to(images.device)
             for start in range(0, n, p.batch_size):
                 if self.step >= steps_total:  # an iteration budget ends inside its last pass
                     break
                 idx = order[start:start + p.batch_size]
                 x, y = self.augment(images[idx]), targets[idx]
-                if p.schedule in ("cosine", "multistep"):
-                    self._set_lr(self._lr_at(ep, self.step, steps_total))
+                self.sgd.begin_step(ep, self.step)
                 use_mix = p.cutmix_p > 0 and float(torch.rand(1, generator=g, device=g.device)) < p.cutmix_p
+                w = None if weighting is None else sample_weights[idx]
                 with autocast:
-                    if weighting is not None:
-                        if use_mix:
-                            x, partner, lam = cutmix(x, g, p.cutmix_beta)
-                            logits = model(x)
-                            per = lam * self._losses(logits, y) + (1 - lam) * self._losses(logits, y[partner])
-                        else:
-                            logits = model(x)
-                            per = self._losses(logits, y)
-                        loss = weighting.apply(per, sample_weights[idx])
-                    elif use_mix:
+                    if use_mix:
                         x, partner, lam = cutmix(x, g, p.cutmix_beta)
-                        logits = model(x)
-                        loss = lam * self._loss(logits, y) + (1 - lam) * self._loss(logits, y[partner])
+                        logits = self.net(x)
+                        loss = batch_loss(self.loss, logits, y, weighting=weighting, weights=w,
+                                          partner_y=y[partner], lam=lam)
                     else:
-                        logits = model(x)
-                        loss = self._loss(logits, y)
-                self.optimizer.zero_grad(set_to_none=True)
+                        logits = self.net(x)
+                        loss = batch_loss(self.loss, logits, y, weighting=weighting, weights=w)
+                self.sgd.zero_grad()
                 loss.backward()
-                self.optimizer.step()
+                self.sgd.step()
                 self.step += 1
                 for h in self.hooks:
                     h.on_batch(ep, idx, logits.detach().float(), labels[idx])
             self.epoch += 1
-            if p.schedule == "vico_half" and ep == p.epochs // 2 + 1:
-                self.lr *= 0.1  # VICO: lr x0.1 with a fresh optimiser (momentum buffers dropped)
-                self.optimizer = self._new_optimizer(self.lr)
+            self.sgd.end_epoch(ep, self.step)  # e.g. VICO: lr x0.1 with a fresh optimiser
             for h in self.hooks:
                 h.on_epoch_end(ep, self)
             if self.progress is not None:
@@ -180,14 +141,12 @@ class Trainer:
 
     # resumability: everything needed to continue from an epoch boundary
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "lr": self.lr,
+        return {"model": self.model.state_dict(), "optimizer": self.sgd.state_dict(), "lr": self.sgd.lr,
                 "epoch": self.epoch, "step": self.step, "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
-        self.lr = state["lr"]
-        self.optimizer = self._new_optimizer(self.lr)
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.sgd.load_state_dict(state["optimizer"])  # its learning rate included
         self.epoch, self.step = state["epoch"], state["step"]
         self.generator.set_state(state["generator"])
 

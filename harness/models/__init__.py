@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import sys
 from collections.abc import Callable
 from functools import partial
@@ -68,8 +69,6 @@ for _name, _builder in _OURS.items():
 
 
 def list_models(pattern: str = "*", *, ours_only: bool = True) -> list[str]:
-    import fnmatch
-
     if ours_only:
         return sorted(n for n in _OURS if fnmatch.fnmatch(n, pattern))
     return timm.list_models(pattern)
@@ -94,10 +93,24 @@ def has_running_stats(model: nn.Module) -> bool:
 
 
 def embed(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The model's feature embedding (``embed`` for ours, ``forward_features`` + pooling for timm)."""
+    """The model's feature embedding, ``(B, D)``: the representation the classifier reads.
+
+    Ours: ``model.embed`` (ConvNet: the flattened features before the classifier, ``width x h x w``, YOCO's
+    ``models/convnet.py`` ``embed`` that its SSP / k-means reads in ``generate_importance_score.py``; the
+    ResNets: globally average-pooled features). timm models: ``forward_features`` then the head's pooling
+    (``forward_head(..., pre_logits=True)``). The coreset flow and shrink both read SSP features here.
+    """
     if hasattr(model, "embed"):
-        return model.embed(x)
-    return model.forward_head(model.forward_features(x), pre_logits=True)
+        return model.embed(x).flatten(1)
+    return model.forward_head(model.forward_features(x), pre_logits=True).flatten(1)
 
 
-__all__ = ["ConvNet", "VICO_NAMES", "create_model", "embed", "has_running_stats", "list_models"]
+@torch.inference_mode()
+def embeddings(model: nn.Module, x: torch.Tensor, *, batch: int = 500) -> torch.Tensor:
+    """:func:`embed` of ``x`` (in the model's input space) in eval mode, batched: ``(N, D)`` float32 on the CPU."""
+    model.eval()
+    dev = next(model.parameters()).device
+    return torch.cat([embed(model, x[s:s + batch].to(dev)).float().cpu() for s in range(0, x.shape[0], batch)])
+
+
+__all__ = ["ConvNet", "VICO_NAMES", "create_model", "embed", "embeddings", "has_running_stats", "list_models"]

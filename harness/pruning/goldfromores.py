@@ -31,8 +31,18 @@ from types import MappingProxyType
 from typing import Any
 
 import numpy as np
+import torch
 
+from harness.data.images import LabeledImages
+from harness.data.official import ORDERS as OFFICIAL
+from harness.data.official import get_order, official_index
+from harness.data.specs import resolve_root
+from harness.dynamics import record_dynamics
+from harness.engine.options import EngineOptions
+from harness.engine.protocol import TrainProtocol
 from harness.errors import ConfigError, DatasetNotFoundError, FormatError
+from harness.evaluate import model_input
+from harness.pruning.scores import FinalEval, final_eval
 from harness.pruning.select import Budget, register_rule
 
 ORDERS = ("large", "small")
@@ -119,9 +129,7 @@ class LossRun:
             raise ConfigError(f"GoldFromOres scoring run: epochs {self.epochs}, batch_size {self.batch_size} "
                               f"and lr {self.lr} must be positive")
 
-    def protocol(self):
-        from harness.engine.protocol import TrainProtocol
-
+    def protocol(self) -> TrainProtocol:
         return TrainProtocol("goldfromores-loss", model=self.model, epochs=int(self.epochs),
                              batch_size=int(self.batch_size), lr=float(self.lr), momentum=0.9, weight_decay=5e-4,
                              schedule="constant", augment="none", runs=1)
@@ -133,38 +141,44 @@ class LossRun:
 @dataclass(frozen=True)
 class LossRunResult:
     dynamics: Any  # harness.dynamics.Dynamics, ``epochs`` rows
-    final: Any  # harness.pruning.scores.FinalEval after the last epoch (None with evaluate=False)
-    evals: Mapping[int, Any]  # extra FinalEvals after the epochs asked for in ``eval_after``
+    final: FinalEval | None  # the eval pass after the last epoch (None with evaluate=False)
+    evals: Mapping[int, FinalEval]  # extra eval passes after the epochs asked for in ``eval_after``
 
 
-def record_loss_run(data, run: LossRun, *, seed: int, device="cpu", evaluate: bool = True,
-                    eval_after: Sequence[int] = ()) -> LossRunResult:
-    """Train a fresh seeded model on ``data`` (``LabeledImages``, normalised) for ``run.epochs`` epochs,
-    recording per-sample dynamics, then the final model's eval pass (``evaluate``) and one after each
-    ``eval_after`` epoch. The first E epochs do not depend on ``run.epochs`` (constant lr, one seeded order)."""
-    import torch
+class _EvalAfter:
+    """A :class:`harness.engine.TrainHook` that takes the model's eval pass after the epochs in ``stops``."""
 
-    from harness.dynamics import DynamicsRecorder
-    from harness.engine.trainer import Trainer, seeded_model
-    from harness.models import create_model
-    from harness.pruning.scores import final_eval
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, stops: Sequence[int], meta: dict[str, Any]) -> None:
+        self.x, self.y, self.stops, self.meta = x, y, set(stops), meta
+        self.evals: dict[int, FinalEval] = {}
 
+    def on_batch(self, epoch: int, index: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        pass
+
+    def on_epoch_end(self, epoch: int, trainer: Any) -> None:
+        if epoch + 1 in self.stops:
+            self.evals[epoch + 1] = final_eval(trainer.model, self.x, self.y, meta={**self.meta, "epochs": epoch + 1})
+
+
+def record_loss_run(data: LabeledImages, run: LossRun, *, seed: int, device: str | torch.device = "cpu",
+                    evaluate: bool = True, eval_after: Sequence[int] = (),
+                    options: EngineOptions | None = None) -> LossRunResult:
+    """Train a fresh seeded model on ``data`` for ``run.epochs`` epochs with
+    :func:`harness.dynamics.record_dynamics` (in memory), then the final model's eval pass (``evaluate``) and
+    one after each ``eval_after`` epoch (the trainer's ``model.train()`` at each epoch start undoes the eval
+    mode). The first E epochs do not depend on ``run.epochs`` (constant lr, one seeded order)."""
     device = torch.device(device)
-    x, y = data.normalized().to(device), data.labels.to(device)
-    net = seeded_model(lambda: create_model(run.model, num_classes=data.num_classes, in_chans=data.channels,
-                                            img_size=data.size, **dict(run.model_kwargs)), seed).to(device)
+    x, y = model_input(data).to(device), data.labels.to(device)
     meta = {"purpose": "goldfromores", "dataset": data.name, "seed": seed, "run": run.as_dict()}
-    rec = DynamicsRecorder(len(data), data.num_classes, out_dir=None, labels=data.labels.cpu().numpy(), meta=meta)
-    trainer = Trainer(net, run.protocol(), seed=seed, hooks=[rec])
-    stops = sorted({int(e) for e in eval_after if 1 <= int(e) < int(run.epochs)} | {int(run.epochs)})
-    evals = {}
-    for e in stops:
-        trainer.fit(x, y, labels=y, stop_after=e)
-        if evaluate or e != int(run.epochs):
-            evals[e] = final_eval(net, x, y, meta={**meta, "epochs": e})
-    rec.finish()
+    stops = {int(e) for e in eval_after if 1 <= int(e) < int(run.epochs)}
+    if evaluate:
+        stops.add(int(run.epochs))
+    hook = _EvalAfter(x, y, sorted(stops), meta)
+    dyn = record_dynamics(data, run.protocol(), seed=seed, device=device, model_kwargs=run.model_kwargs,
+                          options=options, hooks=[hook])
+    evals = dict(hook.evals)
     final = evals.pop(int(run.epochs), None)
-    return LossRunResult(rec.dynamics(), final, MappingProxyType(evals))
+    return LossRunResult(dyn, final, MappingProxyType(evals))
 
 
 # --- score files ----------------------------------------------------------------------------------
@@ -210,8 +224,6 @@ def split_name(name: str) -> tuple[str, str]:
 
 def check_released(dataset: str, indicator: str) -> str:
     """The authors' file stem ``<DATASET>_<Indicator>``, or a ConfigError if they never released that pair."""
-    from harness.data.official import ORDERS as OFFICIAL
-
     if dataset not in OFFICIAL:
         raise ConfigError(f"--drop-scores authors: the GoldFromOres authors released no scores for dataset "
                           f"{dataset!r} (released: {_released_list()})")
@@ -232,9 +244,6 @@ def authors_scores(dataset: str, indicator: str, labels, data_root: str | Path |
                    ) -> tuple[np.ndarray, dict[str, Any]]:
     """The authors' released ``indicator`` scores for ``dataset``'s training split, in OUR sample order,
     and a provenance record (file, md5, how the order was mapped)."""
-    from harness.data.official import get_order, official_index
-    from harness.data.specs import resolve_root
-
     stem = check_released(dataset, indicator)
     root = resolve_root(data_root)
     path = root / "goldfromores" / f"{stem}.json"

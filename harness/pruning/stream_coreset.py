@@ -13,59 +13,59 @@ Layout under ``workdir``::
 
     dynamics/<hash>/             the DDP dynamics run (docs/dynamics.md) + checkpoint.pt + result.json
     coreset/<hash>/              scores.npy, kept.npy, result.json (the report)
-    coreset/<hash>/run<r>/       the r-th model trained on the kept images (seed + r)
+    coreset/<hash>/run<r>/       the r-th model trained on the kept images (seeds[r]; default seed + r)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import asdict
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from harness.data import get_spec
+from harness.data.stream import stream_folders
+from harness.dynamics import Dynamics, dynamics_lock
+from harness.engine.distributed import DDPConfig, launch
+from harness.engine.options import DEFAULT, EngineOptions, resolve_precision
+from harness.engine.protocol import TrainProtocol
 from harness.errors import ConfigError
+from harness.evaluate import run_seeds
+from harness.io import atomic_write_json, config_hash
+from harness.pruning.coreset import resolve_flow
+from harness.pruning.recipes import recipe_scores, select_with_recipe
+from harness.pruning.scores import save_scores
+from harness.pruning.select import save_kept
 
 
-def ddp_config(protocol: Any, *, root: Path, out: Path, img_size: int, nproc: int, seed: int, backend: str,
-               num_workers: int, classlist: str = "", augment: str | None = None, record: bool = True,
-               subset: str = "", test_root: str = "") -> Any:
+def ddp_config(protocol: TrainProtocol, *, root: Path, out: Path, img_size: int, nproc: int, seed: int,
+               backend: str, num_workers: int, classlist: str = "", augment: str | None = None, record: bool = True,
+               subset: str = "", test_root: str = "") -> DDPConfig:
     """The :class:`harness.engine.distributed.DDPConfig` that runs ``protocol`` on ``nproc`` ranks.
 
-    ``crop_flip`` protocols use ``augment`` (default: ``rrc_flip`` at >= 64 px, the ImageNet recipe;
-    ``crop_flip`` below). An iteration budget (``iterations``) counts global optimiser steps (one step =
-    one global batch over all ranks). Protocol features the streamed trainer does not have are refused,
-    not ignored.
+    The protocol's batch size is the global batch (split over the ranks) and an iteration budget counts
+    global optimiser steps. Its augmentation is taken in its streamed form, except that ``crop_flip`` (the
+    CIFAR recipe) becomes ``rrc_flip`` (the ImageNet recipe) at >= 64 px; ``augment`` names another streamed
+    augmentation for a protocol that augments. What the streamed trainer cannot do is refused by
+    :class:`DDPConfig` (never ignored).
     """
-    from harness.engine.distributed import SCHEDULES, DDPConfig
-
     p = protocol
-    if p.schedule not in SCHEDULES:
-        raise ConfigError(f"protocol {p.name}: schedule {p.schedule!r} is not supported on streamed data "
-                          f"({', '.join(SCHEDULES)})")
-    unsupported = {f"augment {p.augment}": p.augment not in ("none", "crop_flip"), "cutmix": p.cutmix_p > 0,
-                   f"loss {p.loss}": p.loss != "ce", f"precision {p.precision}": p.precision != "fp32",
-                   f"loss_weighting {p.loss_weighting}": p.loss_weighting != "none"}
-    bad = [k for k, v in unsupported.items() if v]
-    if bad:
-        raise ConfigError(f"protocol {p.name}: {', '.join(bad)} not supported on streamed data")
     if p.batch_size % nproc:
         raise ConfigError(f"protocol {p.name}: batch_size {p.batch_size} does not split over {nproc} processes")
-    aug = "none" if p.augment == "none" else (augment or ("rrc_flip" if img_size >= 64 else "crop_flip"))
-    if record and p.iterations is not None:
-        raise ConfigError(f"protocol {p.name}: a dynamics run records whole epochs; use epochs, not iterations")
-    return DDPConfig(root=str(root), out=str(out), model=p.model,
-                     epochs=p.epochs if p.iterations is not None else p.total_epochs, iterations=p.iterations or 0,
-                     batch_size=p.batch_size // nproc, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay,
-                     nesterov=p.nesterov, schedule=p.schedule, eta_min=p.eta_min, augment=aug, img_size=img_size,
-                     num_workers=num_workers, seed=seed, backend=backend, classlist=classlist, record=record,
-                     subset=subset, test_root=test_root)
+    if p.augment != "none" and augment is not None:
+        p = p.with_(augment=augment)
+    elif p.augment == "crop_flip" and img_size >= 64:
+        p = p.with_(augment="rrc_flip")
+    return DDPConfig(protocol=p, root=str(root), out=str(out), img_size=img_size, num_workers=num_workers,
+                     seed=seed, backend=backend, classlist=classlist, record=record, subset=subset,
+                     test_root=test_root)
 
 
-def _key(cfg: Any, nproc: int) -> dict[str, Any]:
+def _key(cfg: DDPConfig, nproc: int) -> dict[str, Any]:
     """What decides a DDP run's numbers (not where it writes, nor how many loader workers it uses)."""
-    d = asdict(cfg)
+    d = cfg.as_dict()
     for k in ("out", "num_workers", "root", "test_root", "subset"):
         d.pop(k)
     return {**d, "nproc": nproc}
@@ -79,24 +79,16 @@ def run_coreset_streaming(dataset: str, recipe: str, budget: Any, *, data_root: 
                           train_overrides: dict | None = None, score_params: dict | None = None,
                           rule_opts: dict | None = None, nproc: int | None = None, num_workers: int = 4,
                           img_size: int | None = None, augment: str | None = None,
-                          progress: Callable[[str], None] | None = None, **_: Any) -> dict[str, Any]:
+                          progress: Callable[[str], None] | None = None, seeds: Sequence[int] | None = None,
+                          options: EngineOptions | None = None, **_: Any) -> dict[str, Any]:
     """Run the coreset flow on a streamed dataset; returns (and writes) the same report as ``run_coreset``.
 
     ``nproc``: processes (default: the number of GPUs, else 1). ``img_size``: the training resolution
-    (default: the dataset's, 224 for ImageNet).
+    (default: the dataset's, 224 for ImageNet). ``seeds``: the subset-training runs' seeds (default
+    ``seed .. seed + runs - 1``). ``options``: the precision applies to both protocols (bf16 is refused by
+    the streamed trainer); ``compile`` and the vmap ensemble are not available under DDP and are refused.
+    Other keyword arguments of ``run_coreset`` (``device``, ``cache_dir``, ``download``) do not apply.
     """
-    import torch
-
-    from harness.data import get_spec
-    from harness.data.stream import stream_folders
-    from harness.dynamics import Dynamics, config_hash, dynamics_lock
-    from harness.engine.distributed import launch
-    from harness.io import atomic_write_json
-    from harness.pruning.coreset import resolve_flow
-    from harness.pruning.recipes import recipe_scores, select_with_recipe
-    from harness.pruning.scores import save_scores
-    from harness.pruning.select import save_kept
-
     say = progress or (lambda msg: None)
     r, p_dyn, p_train = resolve_flow(dataset, recipe, protocol_dynamics, protocol_train, model=model,
                                      epochs_dynamics=epochs_dynamics, epochs_train=epochs_train,
@@ -104,8 +96,14 @@ def run_coreset_streaming(dataset: str, recipe: str, budget: Any, *, data_root: 
                                      score_params=score_params, rule_opts=rule_opts)
     if r.rule == "kmeans":
         raise ConfigError(f"recipe {r.name}: feature-based rules (k-means) are not available on streamed data")
-    train_dir, test_dir, classlist = stream_folders(dataset, data_root)
+    options = options or DEFAULT
+    if options.compile or options.path == "ensemble":
+        raise ConfigError("streamed datasets train under DDP: --compile and --path ensemble are not available")
     cuda = torch.cuda.is_available()
+    p_dyn = resolve_precision(p_dyn, options, "cuda" if cuda else "cpu")[0]
+    p_train = resolve_precision(p_train, options, "cuda" if cuda else "cpu")[0]
+    train_seeds = run_seeds(p_train, seeds, runs, seed)
+    train_dir, test_dir, classlist = stream_folders(dataset, data_root)
     nproc = int(nproc or (torch.cuda.device_count() if cuda else 1))
     backend = "nccl" if cuda else "gloo"
     size = int(img_size or get_spec(dataset).size[0])
@@ -124,18 +122,17 @@ def run_coreset_streaming(dataset: str, recipe: str, budget: Any, *, data_root: 
     scores = recipe_scores(r, dyn)
     kept = select_with_recipe(r, dyn if r.score else None, dyn.labels, budget, seed=seed, num_classes=k)
 
-    n_runs = int(runs or p_train.runs)
     train_probe = ddp_config(p_train, root=train_dir, out=Path("."), seed=seed, record=False, subset="x", **common)
     run_cfg = {"dynamics": dyn_key, "recipe": r.describe(), "budget": [budget.kind, budget.value], "seed": seed,
-               "train": _key(train_probe, nproc), "runs": n_runs}
+               "train": _key(train_probe, nproc), "seeds": list(train_seeds)}
     out_dir = workdir / "coreset" / config_hash(run_cfg)
     if scores is not None:
         save_scores(out_dir / "scores.npy", scores)
     save_kept(out_dir / "kept.npy", kept)
     accs = []
-    for i in range(n_runs):
-        say(f"train run {i + 1}/{n_runs} on {len(kept)}/{dyn.n}: {p_train.describe()}")
-        cfg = ddp_config(p_train, root=train_dir, out=out_dir / f"run{i}", seed=seed + i, record=False,
+    for i, s in enumerate(train_seeds):
+        say(f"train run {i + 1}/{len(train_seeds)} (seed {s}) on {len(kept)}/{dyn.n}: {p_train.describe()}")
+        cfg = ddp_config(p_train, root=train_dir, out=out_dir / f"run{i}", seed=s, record=False,
                          subset=str((out_dir / "kept.npy").resolve()), test_root=str(test_dir), **common)
         accs.append(float(launch(cfg, nproc)["test_accuracy"]))  # a fraction, as every cell records
     a = np.asarray(accs)
@@ -144,7 +141,7 @@ def run_coreset_streaming(dataset: str, recipe: str, budget: Any, *, data_root: 
               "n_train": dyn.n, "n_kept": int(kept.size), "class_counts": hist, "seed": seed,
               "protocol_dynamics": p_dyn.describe(), "protocol_train": p_train.describe(),
               "train_steps": p_train.steps_for(int(kept.size)),
-              "dynamics_dir": str(dyn_dir), "out_dir": str(out_dir), "accuracies": accs,
+              "dynamics_dir": str(dyn_dir), "out_dir": str(out_dir), "seeds": list(train_seeds), "accuracies": accs,
               "mean": float(a.mean()), "std": float(a.std()), "streaming": True, "world_size": nproc,
               "backend": backend, "img_size": size}
     atomic_write_json(out_dir / "result.json", report)
