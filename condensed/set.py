@@ -31,7 +31,7 @@ import torch
 from condensed.decode import decode_per_class
 from harness.data.images import SPACES, LabeledImages
 from harness.errors import FormatError
-from harness.io import read_meta_json
+from harness.io import atomic_dir, check_output_dir, holds_only, read_meta_json
 
 FORMAT = "ddbench.condensed/1"
 
@@ -167,7 +167,6 @@ SET_FILES = ("images.safetensors", "meta.json")
 
 def is_condensed_dir(directory: str | os.PathLike) -> bool:
     """``directory`` holds a condensed set and nothing else (so replacing it loses nothing but the set)."""
-    from harness.io import holds_only
 
     return holds_only(directory, SET_FILES, FORMAT)
 
@@ -179,7 +178,6 @@ def save_condensed(cs: CondensedSet, directory: str | os.PathLike, *, overwrite:
     a folder with other files is refused (ConfigError) and left untouched. Leftovers of killed
     writes next to it are removed first (:func:`harness.io.clean_leftovers`).
     """
-    from harness.io import atomic_dir, check_output_dir
 
     out = Path(directory)
     check_output_dir(out, what="condensed set", is_ours=is_condensed_dir, overwrite=overwrite, option=None,

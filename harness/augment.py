@@ -609,7 +609,7 @@ def create_augment(spec: AugmentSpec, *, ensemble: bool = False) -> Augmenter:
     """The augmenter ``spec.augment`` names; ``ensemble=True`` for :func:`harness.engine.ensemble.fit_ensemble`."""
     if spec.augment not in AUGMENTS:
         raise ConfigError(f"augmentation {spec.augment!r} has no in-memory form (it is for streamed image folders, "
-                          f"harness.engine.distributed); in-memory sets take one of {AUGMENTS.names()}")
+                          f"harness.distributed); in-memory sets take one of {AUGMENTS.names()}")
     return AUGMENTS.get(spec.augment)(spec, ensemble)
 
 
@@ -664,7 +664,7 @@ def _augment_flip(spec: AugmentSpec, ensemble: bool) -> Augmenter:
     return lambda x, g, models=1: hflip(x, g)
 
 
-# --- streamed forms: one decoded image at a time, in DataLoader workers (harness.engine.distributed) --------
+# --- streamed forms: one decoded image at a time, in DataLoader workers (harness.distributed) --------
 StreamAugmenter = Callable[[torch.Tensor, torch.Generator, int], torch.Tensor]
 """``(x, generator, size) -> view``: one decoded image ``(C, H, W)`` in [0, 1] of any size -> a ``(C, size, size)``
 training view. The generator is seeded per (seed, epoch, sample), so a view does not depend on the worker."""

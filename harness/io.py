@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness import __version__
 from harness.errors import ConfigError, FormatError
 from harness.locks import HOST, pid_alive
 
@@ -340,7 +341,6 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 def read_meta_json(path: str | os.PathLike, fmt: str) -> dict:
     """A ``meta.json`` that must parse and declare ``"format": fmt``; FormatError naming the file otherwise."""
-    from harness.errors import FormatError
 
     p = Path(path)
     try:
@@ -368,7 +368,6 @@ def versions() -> dict[str, str]:
     import torch
     import torchvision
 
-    from harness import __version__
 
     return {"ddbench": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "timm": timm.__version__, "numpy": numpy.__version__}

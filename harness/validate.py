@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.errors import ConfigError
+from harness.models import VICO_NAMES, list_models
+from harness.registry import near_matches
 
 
 @dataclass(frozen=True)
@@ -186,8 +188,6 @@ def check_model_name(name: str, option: str = "--model") -> str:
     """``name`` if it is a ddbench model, a VICO alias or a timm model; else ConfigError with near matches."""
     import timm
 
-    from harness.models import VICO_NAMES, list_models
-    from harness.registry import near_matches
 
     known = set(list_models()) | set(VICO_NAMES)
     if name in known or name in timm.list_models(name):

@@ -13,8 +13,8 @@ from PIL import Image
 
 from harness.data import ImageFolderStream
 from harness.data.specs import IMAGENET_MEAN, IMAGENET_STD
+from harness.distributed import DDPConfig, StreamTransform, spawn_local
 from harness.dynamics import STATS, Dynamics
-from harness.engine.distributed import DDPConfig, StreamTransform, spawn_local
 from harness.engine.protocol import TrainProtocol
 from harness.engine.trainer import seeded_model
 from harness.errors import ConfigError

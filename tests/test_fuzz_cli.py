@@ -582,7 +582,7 @@ def test_fuzz_evaluate_param(world: Path, key: str, value: str) -> None:
        value=PARAM_VALUES)
 def test_fuzz_condense_param(world: Path, key: str, value: str) -> None:
     out = fresh(world)
-    with mock.patch("harness.data.load_dataset", _stop):
+    with mock.patch("harness.cli.condense.load_dataset", _stop):
         try:
             rc, o, e = run(["condense", "--method", "dm", "--dataset", "digits", "--ipc", "1", "--out", out,
                             "--param", f"{key}={value}"])

@@ -24,7 +24,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, runtime_checkable
+from typing import Protocol as TypingProtocol
 
 import numpy as np
 import torch
@@ -46,6 +47,25 @@ FULL_DSA = "color_crop_cutout_flip_scale_rotate"
 
 ProgressFn = Callable[[int, int, dict[str, Any]], None]
 """``progress(done, total, info)`` after each iteration; ``info`` holds ``loss`` and, when due, ``val_acc``."""
+
+
+@runtime_checkable
+class PrePruner(TypingProtocol):
+    """What :meth:`Condenser.condense` needs of a pre-pruning spec (GoldFromOres' ``PrePrune`` implements it).
+
+    Kept as a protocol so the condensers do not import the criteria (the MonteCarlo criterion condenses).
+    """
+
+    scores: Any  # None (computed), "authors" or a file: where given scores come from
+    drop_fraction: float
+
+    def as_dict(self) -> dict[str, Any]: ...
+
+    def resolve_scores(self, data: LabeledImages) -> tuple[np.ndarray, dict[str, Any]]: ...
+
+    def drop(self, data: LabeledImages, *, scores: np.ndarray | None, scores_info: dict[str, Any] | None,
+             cache_dir: str | Path | None, device: torch.device) -> tuple[LabeledImages, torch.Tensor, dict[str, Any]]:
+        ...
 
 
 # --- configs -------------------------------------------------------------------------------------
@@ -215,7 +235,7 @@ class Condenser(ABC):
         ipc: int,
         config: CondenseConfig | None = None,
         *,
-        pre_prune: Any = None,
+        pre_prune: PrePruner | None = None,
         seed: int,
         device: str | torch.device = "cpu",
         checkpoint_dir: str | Path | None = None,
@@ -224,17 +244,13 @@ class Condenser(ABC):
     ) -> CondensedSet:
         """Condense ``real`` to ``ipc`` images per class.
 
-        ``pre_prune``: a :class:`adapters.condense.goldfromores.PrePrune` (or its criterion string
-        with ``drop_ratio`` given through the spec) applied to the real data first.
+        ``pre_prune``: a :class:`PrePruner` (GoldFromOres: :class:`adapters.condense.goldfromores.PrePrune`)
+        applied to the real data first.
         """
-        from adapters.condense.goldfromores import PrePrune, drop_samples, resolve_scores
-
         config = config if config is not None else self.default_config()
         if not isinstance(config, self.config_cls):
             raise ConfigError(f"{self.name} needs a {self.config_cls.__name__}, got {type(config).__name__}")
-        if isinstance(pre_prune, dict):
-            pre_prune = PrePrune(**pre_prune)
-        if pre_prune is not None and not isinstance(pre_prune, PrePrune):
+        if pre_prune is not None and not isinstance(pre_prune, PrePruner):
             raise ConfigError(f"pre_prune must be a PrePrune spec, got {type(pre_prune).__name__}")
         device = torch.device(device)
         dataset = real.name.split(":")[0] or "unknown"
@@ -255,7 +271,7 @@ class Condenser(ABC):
         self.validate(real, ipc, config)
         given = None  # released / file scores: index-aligned with the whole of ``real``, read and checked now
         if pre_prune is not None and pre_prune.scores is not None:
-            given = resolve_scores(real, pre_prune)
+            given = pre_prune.resolve_scores(real)
         # ---- data ------------------------------------------------------------------------
         val = None
         train = real
@@ -266,9 +282,9 @@ class Condenser(ABC):
                 given = (given[0][tr_idx.cpu().numpy()], given[1])
         prune_info: dict[str, Any] | None = None
         if pre_prune is not None:
-            train, kept, prune_info = drop_samples(train, pre_prune, scores=None if given is None else given[0],
-                                                   scores_info=None if given is None else given[1],
-                                                   cache_dir=score_cache, device=device)
+            train, kept, prune_info = pre_prune.drop(train, scores=None if given is None else given[0],
+                                                     scores_info=None if given is None else given[1],
+                                                     cache_dir=score_cache, device=device)
         ctx = make_context(train, ipc, config, dataset, device)
         # ---- state (fresh or resumed) ------------------------------------------------------
         key = {"method": self.name, "ipc": ipc, "seed": seed, "config": config.run_key(),

@@ -44,8 +44,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from adapters.condense.base import create_condenser, derive_seed, fingerprint
 from harness.data.images import LabeledImages
+from harness.engine.protocol import create_protocol
 from harness.errors import ConfigError
+from harness.evaluate import evaluate
 from harness.io import atomic_write_bytes, atomic_write_json
 from harness.pruning.goldfromores import (
     LossRun,
@@ -57,6 +60,7 @@ from harness.pruning.goldfromores import (
     record_loss_run,
     split_name,
 )
+from harness.pruning.scores import compute_score
 from harness.registry import Registry, near_matches
 
 ScoreFn = Callable[[LabeledImages, dict[str, Any], int, torch.device], np.ndarray]
@@ -138,6 +142,16 @@ class PrePrune:
     def resolved_params(self) -> dict[str, Any]:
         return {**DEFAULT_PARAMS[self.indicator], **self.params}
 
+    def resolve_scores(self, data: LabeledImages) -> tuple[np.ndarray, dict[str, Any]]:
+        """Given scores (``"authors"`` or a file), read and checked against ``data`` (:func:`resolve_scores`)."""
+        return resolve_scores(data, self)
+
+    def drop(self, data: LabeledImages, *, scores: np.ndarray | None = None, scores_info: dict[str, Any] | None = None,
+             cache_dir: str | Path | None = None, device: str | torch.device = "cpu"
+             ) -> tuple[LabeledImages, torch.Tensor, dict[str, Any]]:
+        """:func:`drop_samples` with this spec."""
+        return drop_samples(data, self, scores=scores, scores_info=scores_info, cache_dir=cache_dir, device=device)
+
     def as_dict(self) -> dict[str, Any]:
         d = {**asdict(self), "drop_fraction": self.drop_fraction}
         d.pop("data_root")  # where the files are is not what was done; the provenance records file + md5
@@ -186,8 +200,6 @@ def drop_samples(real: LabeledImages, spec: PrePrune, *, scores: np.ndarray | No
 
 # --- scores and their cache ----------------------------------------------------------------------
 def score_key(data: LabeledImages, indicator: str, params: dict[str, Any], seed: int) -> str:
-    from adapters.condense.base import fingerprint
-
     blob = {"dataset": data.name, "data": fingerprint(data), "criterion": indicator, "params": params, "seed": seed,
             "version": SCORE_VERSION}
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:24]
@@ -228,8 +240,6 @@ _LOSS_DEFAULTS = {"model": "convnet", "model_kwargs": {}, "batch_size": 256, "lr
 @register_criterion("LossInit", epochs=2, **_LOSS_DEFAULTS)
 def loss_init(data: LabeledImages, params: dict[str, Any], seed: int, device: torch.device) -> np.ndarray:
     """Mean training-time cross-entropy over the first ``epochs`` epochs (scores.loss_init on a seeded run)."""
-    from harness.pruning.scores import compute_score
-
     res = record_loss_run(data, _loss_run(params), seed=seed, device=device, evaluate=False)
     return compute_score("loss_init", res.dynamics, epochs=int(params["epochs"]))
 
@@ -237,8 +247,6 @@ def loss_init(data: LabeledImages, params: dict[str, Any], seed: int, device: to
 @register_criterion("LossConverge", epochs=10, **_LOSS_DEFAULTS)
 def loss_converge(data: LabeledImages, params: dict[str, Any], seed: int, device: torch.device) -> np.ndarray:
     """Eval-mode cross-entropy after ``epochs`` epochs of training (scores.loss_converge on a seeded run)."""
-    from harness.pruning.scores import compute_score
-
     res = record_loss_run(data, _loss_run(params), seed=seed, device=device)
     return compute_score("loss_converge", res.final)
 
@@ -248,10 +256,6 @@ def loss_converge(data: LabeledImages, params: dict[str, Any], seed: int, device
 def monte_carlo(data: LabeledImages, params: dict[str, Any], seed: int, device: torch.device) -> np.ndarray:
     """u(x) = mean accuracy of condensation runs on random per-class subsets (budget ``subset_fraction``)
     that contain x; accuracy measured on up to ``eval_size`` real images outside the subset."""
-    from adapters.condense.base import create_condenser, derive_seed
-    from harness.engine.protocol import create_protocol
-    from harness.evaluate import evaluate
-
     n = len(data)
     total, count, accs = np.zeros(n), np.zeros(n), []
     cond = create_condenser(params["method"])

@@ -43,7 +43,7 @@ from adapters.condense.base import (
     register_condenser,
 )
 from adapters.condense.dc import distance_wb
-from condensed.decode import decode_multiformation
+from condensed.decode import decode_multiformation, decode_per_class
 from harness.augment import DSA, cutmix
 from harness.errors import ConfigError
 
@@ -141,7 +141,6 @@ class IDC(Condenser):
         return torch.cat(out)
 
     def decoded_pixels(self, ctx: CondenseContext, syn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        from condensed.decode import decode_per_class
 
         return decode_per_class(syn.detach().cpu(), ctx.labels(), ctx.config.factor, ctx.num_classes)
 

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from adapters.loaders import register_loader
 from adapters.loaders.imagefolder import check_class_counts, read_class_folders
+from adapters.loaders.registry import register_loader
 from condensed import CondensedSet
 from harness.data import get_spec
 from harness.data.formats import IMAGE_SUFFIXES, decode_image

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from adapters.loaders import register_loader
+from adapters.loaders.registry import register_loader
 from adapters.loaders.torchfile import load_pt
 from condensed import CondensedSet
 from harness.data import get_spec, list_datasets

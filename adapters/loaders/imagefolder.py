@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from adapters.loaders import register_loader
+from adapters.loaders.registry import register_loader
 from condensed import CondensedSet
 from harness.data import get_spec, read_classlist
 from harness.data.formats import IMAGE_SUFFIXES, stack_labelled

@@ -39,8 +39,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from adapters.loaders import register_loader
 from adapters.loaders.idc import dataset_from_path
+from adapters.loaders.registry import register_loader
 from condensed import CondensedSet
 from harness.data import get_spec
 from harness.errors import ConfigError, FormatError

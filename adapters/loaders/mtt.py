@@ -32,8 +32,8 @@ from pathlib import Path
 
 import torch
 
-from adapters.loaders import register_loader
 from adapters.loaders.idc import dataset_from_path
+from adapters.loaders.registry import register_loader
 from adapters.loaders.torchfile import load_pt
 from condensed import CondensedSet
 from harness.data import get_spec

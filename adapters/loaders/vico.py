@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from adapters.loaders import register_loader
 from adapters.loaders.imagefolder import check_class_counts
+from adapters.loaders.registry import register_loader
 from adapters.loaders.torchfile import load_pt
 from condensed import CondensedSet
 from harness.data import get_spec

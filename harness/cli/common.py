@@ -16,7 +16,12 @@ import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from condensed.set import is_condensed_dir
+from harness.data import get_spec
+from harness.engine.options import PATHS, PRECISIONS, EngineOptions
 from harness.errors import ConfigError
+from harness.io import atomic_write_json, check_output_dir, check_output_file, check_output_root, clean_leftovers
+from harness.validate import check_values
 
 # --- typed option values: argparse ``type=`` helpers ------------------------------------------------
 # Every numeric option of every command uses one of these, so a bad value is refused by the parser
@@ -107,7 +112,6 @@ def common_data_args(p: argparse.ArgumentParser) -> None:
 
 def engine_args(p: argparse.ArgumentParser) -> None:
     """``--path`` / ``--precision`` / ``--compile``: how runs execute (:class:`harness.engine.EngineOptions`)."""
-    from harness.engine.options import PATHS, PRECISIONS
 
     g = p.add_argument_group("engine (how runs execute, never what they compute)")
     g.add_argument("--path", default="auto", choices=list(PATHS),
@@ -119,7 +123,6 @@ def engine_args(p: argparse.ArgumentParser) -> None:
 
 def engine_options(args: argparse.Namespace):
     """The :class:`harness.engine.EngineOptions` of ``--path`` / ``--precision`` / ``--compile``."""
-    from harness.engine.options import EngineOptions
 
     return EngineOptions(path=args.path, precision=args.precision, compile=bool(args.compile))
 
@@ -155,14 +158,12 @@ def checked_params(target: object, items: Sequence[str] | None, option: str = "-
                    exclude: tuple[str, ...] = ()) -> dict[str, object]:
     """``key=value`` pairs checked against a config dataclass or a function's keyword parameters
     (names, types, ranges: :func:`harness.validate.check_values`)."""
-    from harness.validate import check_values
 
     return check_values(target, parse_params(items, option), option, exclude=exclude)
 
 
 def check_set_geometry(cs: typing.Any, where: str) -> None:
     """Refuse a condensed set (a ``CondensedSet``) whose images do not have its dataset's channels and size."""
-    from harness.data import get_spec
 
     spec = get_spec(cs.dataset)
     shape = tuple(cs.images.shape[1:])
@@ -173,7 +174,6 @@ def check_set_geometry(cs: typing.Any, where: str) -> None:
 
 def write_json_out(path: str | None, obj: object) -> None:
     if path:
-        from harness.io import atomic_write_json
 
         atomic_write_json(Path(path), obj)
         print(f"wrote {path}")
@@ -182,7 +182,6 @@ def write_json_out(path: str | None, obj: object) -> None:
 # --- outputs: checked before any work starts (harness.io) -------------------------------------------
 def tell_leftovers(target: str | os.PathLike) -> None:
     """Clean the leftovers of killed writes next to ``target`` and say what was found (stderr)."""
-    from harness.io import clean_leftovers
 
     for note in clean_leftovers(target):
         print(f"ddbench: {note}", file=sys.stderr)
@@ -191,7 +190,6 @@ def tell_leftovers(target: str | os.PathLike) -> None:
 def check_out_file(path: str | None, option: str = "--out") -> None:
     """A file output (JSON, .npy): not a folder, its folder writable; leftovers next to it cleaned."""
     if path:
-        from harness.io import check_output_file
 
         tell_leftovers(check_output_file(path, option))
 
@@ -199,7 +197,6 @@ def check_out_file(path: str | None, option: str = "--out") -> None:
 def check_out_root(path: str | None, option: str) -> None:
     """A folder ddbench fills with its own layout (results, workdir, reports): new or an existing folder."""
     if path:
-        from harness.io import check_output_root
 
         check_output_root(path, option)
 
@@ -208,8 +205,6 @@ def check_set_out(path: str, *, overwrite: bool, sources: Sequence[str | os.Path
                   is_ours: Callable[[Path], bool] | None = None, option: str = "--out") -> Path:
     """A condensed-set output: new, empty, or a condensed set replaced only with ``--overwrite``; never the
     command's own source, never a folder with other files. Returns the resolved path to write."""
-    from condensed.set import is_condensed_dir
-    from harness.io import check_output_dir
 
     tell_leftovers(Path(path).resolve())  # first: it may put back a set a killed write had moved aside
     return check_output_dir(path, what="condensed set", is_ours=is_ours or is_condensed_dir, overwrite=overwrite,

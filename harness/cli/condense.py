@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from adapters.condense import PrePrune, create_condenser, list_condensers
 from harness.cli.common import (
     check_out_root,
     check_set_out,
@@ -16,10 +17,13 @@ from harness.cli.common import (
     prune_fraction,
     seed_int,
 )
+from harness.data import get_spec, load_dataset
+from harness.errors import ConfigError
+from harness.pruning.goldfromores import check_released
+from harness.validate import check_model_name
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from adapters.condense import list_condensers
 
     p = sub.add_parser("condense", help="condense a real dataset into a CondensedSet")
     p.add_argument("--method", required=True, choices=list_condensers())
@@ -48,10 +52,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def run_condense(args: argparse.Namespace) -> int:
-    from adapters.condense import PrePrune, create_condenser
-    from harness.data import get_spec, load_dataset
-    from harness.errors import ConfigError
-    from harness.validate import check_model_name
 
     out = check_set_out(args.out, overwrite=args.overwrite)
     for option, d in (("--checkpoint-dir", args.checkpoint_dir), ("--score-cache", args.score_cache)):
@@ -76,7 +76,6 @@ def run_condense(args: argparse.Namespace) -> int:
         pre = PrePrune(args.drop_criterion, drop_ratio=args.drop_ratio, keep_ratio=args.keep_ratio, seed=args.seed,
                        scores=args.drop_scores, data_root=args.data_root)
         if args.drop_scores == "authors":  # an unreleased pair fails before the data is loaded
-            from harness.pruning.goldfromores import check_released
 
             check_released(args.dataset, pre.indicator)
         elif args.drop_scores is not None and not Path(args.drop_scores).is_file():

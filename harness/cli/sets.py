@@ -15,7 +15,9 @@ import os
 import re
 from pathlib import Path
 
+from adapters.loaders import LOADERS, list_loaders
 from condensed import load_condensed
+from condensed.set import is_condensed_dir, write_set_files
 from condensed.shrink import resolve_rule, shrink
 from harness.cli.common import (
     check_set_geometry,
@@ -30,10 +32,11 @@ from harness.cli.common import (
 )
 from harness.engine.protocol import create_protocol
 from harness.errors import ConfigError
+from harness.io import atomic_dir
+from harness.validate import check_values
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from adapters.loaders import list_loaders
 
     p = sub.add_parser("import", help="read a published condensed set and write it in ddbench's format")
     p.add_argument("format", help=f"one of {', '.join(list_loaders())}")
@@ -93,10 +96,6 @@ def _loader_options(args: argparse.Namespace) -> dict:
 def cmd_import(args: argparse.Namespace) -> int:
     import inspect as pyinspect
 
-    from adapters.loaders import LOADERS
-    from condensed.set import write_set_files
-    from harness.io import atomic_dir
-    from harness.validate import check_values
 
     loader = LOADERS.get(args.format)
     opts = _loader_options(args)
@@ -122,7 +121,6 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def _is_import_output(d: Path) -> bool:
     """A condensed set, or a folder of ``exp<k>`` condensed sets (an earlier multi-experiment import)."""
-    from condensed.set import is_condensed_dir
 
     if is_condensed_dir(d):
         return True
@@ -142,7 +140,6 @@ def describe(cs) -> str:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from condensed import load_condensed
 
     cs = load_condensed(args.dir)
     check_set_geometry(cs, args.dir)  # a set that cannot match its dataset is not shown as valid

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.data.specs import get_spec, resolve_root
 from harness.errors import ConfigError, DatasetNotFoundError, FormatError
 from harness.registry import Registry
 
@@ -103,7 +104,6 @@ def per_class_rank(ours: np.ndarray, official: np.ndarray) -> np.ndarray:
 def cifar10_official_labels(root: Path | None) -> np.ndarray:
     """The 50,000 CIFAR-10 training labels in the official order: the label file, else the official pickles."""
     if root is None:
-        from harness.data.specs import resolve_root
 
         root = resolve_root(None)
     f = root / C10_LABEL_FILE
@@ -113,7 +113,6 @@ def cifar10_official_labels(root: Path | None) -> np.ndarray:
         except (OSError, ValueError) as e:
             raise FormatError(f"{f}: not a readable (50000,) int .npy of labels ({e})") from None
     if (root / "cifar-10-batches-py" / "data_batch_1").is_file():
-        from harness.data.specs import get_spec
 
         return get_spec("cifar10").reader(root, "train", False)[1].numpy()
     raise DatasetNotFoundError(f"{f}: not found (nor {root / 'cifar-10-batches-py'}); the official CIFAR-10 "

@@ -19,6 +19,7 @@ import torch
 from harness.data import formats
 from harness.data.images import LabeledImages
 from harness.errors import ConfigError, DatasetNotFoundError
+from harness.io import atomic_write_bytes
 from harness.registry import Registry
 
 Reader = Callable[[Path, str, bool], formats.Arrays]
@@ -106,7 +107,6 @@ def load_dataset(
         if cached is not None:
             import io
 
-            from harness.io import atomic_write_bytes
 
             buf = io.BytesIO()  # a private temporary name: runners sharing a cache never tear each other's file
             torch.save({"images": images, "labels": labels, "classes": list(classes)}, buf)

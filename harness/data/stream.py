@@ -13,7 +13,8 @@ import torch
 from torch.utils.data import Dataset
 
 from harness.data.formats import IMAGE_SUFFIXES, decode_image
-from harness.errors import DatasetNotFoundError
+from harness.data.specs import DATASETS, get_spec, resolve_root
+from harness.errors import ConfigError, DatasetNotFoundError
 
 
 class ImageFolderStream(Dataset):
@@ -51,8 +52,6 @@ def stream_folders(name: str, data_root: str | Path | None = None) -> tuple[Path
 
     The test folder is ``val`` (ImageNet's labelled split, sorted into class folders).
     """
-    from harness.data.specs import DATASETS, get_spec, resolve_root
-    from harness.errors import ConfigError
 
     spec = get_spec(name)
     if not spec.folder:

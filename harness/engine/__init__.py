@@ -7,7 +7,7 @@
 - :mod:`harness.engine.schedules`: learning-rate schedules and :class:`ScheduledSGD`, the one optimiser;
 - :mod:`harness.engine.trainer`: the sequential trainer (one model, an in-memory tensor set);
 - :mod:`harness.engine.ensemble`: K models trained together as one vmapped program;
-- :mod:`harness.engine.distributed`: data-parallel training on streamed image folders (torchrun).
+- :mod:`harness.distributed`: data-parallel training on streamed image folders (torchrun).
 
 Augmentation is registered in :mod:`harness.augment`; all three trainers read the same registries
 (losses, schedules, augmentations). The one evaluation entry point is :func:`harness.evaluate.evaluate`.

@@ -3,7 +3,7 @@
 A :class:`Schedule` gives the learning rate of each optimiser step and says after which epochs the
 optimiser is rebuilt (momentum buffers dropped). :class:`ScheduledSGD` is what the sequential
 :class:`harness.engine.Trainer`, the vmapped ensemble (:mod:`harness.engine.ensemble`) and the DDP trainer
-(:mod:`harness.engine.distributed`) all step, so a protocol's schedule means the same thing in each.
+(:mod:`harness.distributed`) all step, so a protocol's schedule means the same thing in each.
 
 Registered (``TrainProtocol.schedule``):
 
@@ -22,18 +22,35 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
+from typing import Protocol as TypingProtocol
 
 import torch
 
 from harness.errors import ConfigError
 from harness.registry import Registry
 
-if TYPE_CHECKING:
-    from harness.engine.protocol import TrainProtocol
+
+class ScheduleSpec(TypingProtocol):
+    """The fields of :class:`harness.engine.protocol.TrainProtocol` a schedule reads (a structural type, so this
+    module, which the protocol validates its ``schedule`` against, does not import the protocol)."""
+
+    schedule: str
+    lr: float
+    eta_min: float
+    milestones: tuple[float, ...]
+    gamma: float
+    epochs: int
+    iterations: int | None
+    momentum: float
+    weight_decay: float
+    nesterov: bool
+
+    @property
+    def total_epochs(self) -> int: ...
 
 
-def _never(p: TrainProtocol, epoch: int) -> bool:
+def _never(p: ScheduleSpec, epoch: int) -> bool:
     return False
 
 
@@ -44,8 +61,8 @@ class Schedule:
     ``epochs_only``: defined over epochs, so an iteration budget is refused."""
 
     name: str
-    lr: Callable[[TrainProtocol, int, int, int], float]
-    restart_after: Callable[[TrainProtocol, int], bool] = _never
+    lr: Callable[[ScheduleSpec, int, int, int], float]
+    restart_after: Callable[[ScheduleSpec, int], bool] = _never
     epochs_only: bool = False
     doc: str = ""
 
@@ -65,16 +82,16 @@ def get_schedule(name: str) -> Schedule:
     return SCHEDULES.get(name)
 
 
-def lr_at(p: TrainProtocol, epoch: int, step: int, steps_total: int) -> float:
+def lr_at(p: ScheduleSpec, epoch: int, step: int, steps_total: int) -> float:
     """The learning rate of ``p``'s schedule at optimiser step ``step`` of ``steps_total`` (in ``epoch``)."""
     return get_schedule(p.schedule).lr(p, epoch, step, steps_total)
 
 
-def _cosine(p: TrainProtocol, epoch: int, step: int, steps_total: int) -> float:
+def _cosine(p: ScheduleSpec, epoch: int, step: int, steps_total: int) -> float:
     return p.eta_min + (p.lr - p.eta_min) * (1 + math.cos(math.pi * step / steps_total)) / 2
 
 
-def _multistep(p: TrainProtocol, epoch: int, step: int, steps_total: int) -> float:
+def _multistep(p: ScheduleSpec, epoch: int, step: int, steps_total: int) -> float:
     if p.iterations is not None:
         drops = sum(step >= int(round(m * steps_total)) for m in p.milestones)
     else:
@@ -82,11 +99,11 @@ def _multistep(p: TrainProtocol, epoch: int, step: int, steps_total: int) -> flo
     return p.lr * p.gamma**drops
 
 
-def _vico_halving_epoch(p: TrainProtocol) -> int:
+def _vico_halving_epoch(p: ScheduleSpec) -> int:
     return p.epochs // 2 + 1
 
 
-def _vico_half(p: TrainProtocol, epoch: int, step: int, steps_total: int) -> float:
+def _vico_half(p: ScheduleSpec, epoch: int, step: int, steps_total: int) -> float:
     return p.lr * 0.1 if epoch > _vico_halving_epoch(p) else p.lr
 
 
@@ -109,7 +126,7 @@ class ScheduledSGD:
     step's value.
     """
 
-    def __init__(self, protocol: TrainProtocol, params: Iterable[torch.Tensor], steps_total: int | None = None,
+    def __init__(self, protocol: ScheduleSpec, params: Iterable[torch.Tensor], steps_total: int | None = None,
                  *, foreach: bool | None = None) -> None:
         self.protocol, self.schedule = protocol, get_schedule(protocol.schedule)
         self.params, self.steps_total, self.foreach = list(params), steps_total, foreach

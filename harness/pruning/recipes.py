@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.dynamics import Dynamics
 from harness.errors import ConfigError
 from harness.pruning import goldfromores as _gfo  # noqa: F401  (registers the drop_per_class rule)
 from harness.pruning import scores as S
@@ -193,7 +194,6 @@ def select_with_recipe(recipe: str | Recipe, dyn_or_scores, labels, budget: R.Bu
     From a bare score array, ``ccs`` uses the same scores for its cut-off (pass ``cutoff_scores=`` for
     AUM), and ``dual`` needs ``mu=`` (mean target probability over the first 30 epochs).
     """
-    from harness.dynamics import Dynamics
 
     r = parse_recipe(recipe)
     dyn = dyn_or_scores if isinstance(dyn_or_scores, (Dynamics, S.FinalEval, list, tuple)) else None

@@ -26,7 +26,10 @@ from typing import Any
 import numpy as np
 
 from harness.dynamics import Dynamics
+from harness.engine.trainer import predict
 from harness.errors import ConfigError, FormatError
+from harness.io import atomic_save_npy
+from harness.models import create_model
 from harness.registry import Registry
 
 DIRECTIONS = ("high_hard", "low_hard")
@@ -76,7 +79,6 @@ class FinalEval:
 
 def final_eval(model, images, labels, *, batch: int = 1000, meta: Mapping[str, Any] | None = None) -> FinalEval:
     """Eval-mode logits of ``model`` on ``images`` (already in the model's input space) -> :class:`FinalEval`."""
-    from harness.engine.trainer import predict
 
     logits = predict(model, images, batch)
     y = labels.cpu().numpy() if hasattr(labels, "cpu") else np.asarray(labels)
@@ -88,7 +90,6 @@ def final_eval_from_dynamics(dyn: Dynamics, train, *, device: str = "cpu") -> Fi
     named in its config) over ``train`` (the ``LabeledImages`` it was recorded on; labels are checked)."""
     import torch
 
-    from harness.models import create_model
 
     d = dyn.directory
     cfg = dict(dyn.meta.get("config") or {})
@@ -483,7 +484,6 @@ def mean_target_prob(dyn, *, epochs: int = 30) -> np.ndarray:
 # --- files ------------------------------------------------------------------------------------------
 def save_scores(path: str | Path, scores: np.ndarray) -> Path:
     """Save a 1-D float64 score array, index-aligned with the dataset (never sorted), atomically."""
-    from harness.io import atomic_save_npy
 
     arr = np.asarray(scores, dtype=np.float64)
     if arr.ndim != 1:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.errors import ConfigError
+from harness.io import atomic_save_npy
 from harness.registry import Registry
 
 _EPS = 1e-9
@@ -456,7 +457,6 @@ def kmeans(scores, labels, budget: Budget, *, seed: int, features=None, balance:
 
 def save_kept(path, kept: np.ndarray):
     """Save kept indices (sorted int64) atomically."""
-    from harness.io import atomic_save_npy
 
     arr = np.asarray(kept)
     if arr.ndim != 1 or (arr.size and (arr.min() < 0 or not np.issubdtype(arr.dtype, np.integer))):

@@ -2,8 +2,8 @@
 
 Same steps and report as :func:`harness.pruning.coreset.run_coreset`, but nothing is loaded into memory:
 
-``dynamics: torchrun -m harness.engine.distributed (whole train folder, per-sample stats gathered from every rank)
--> score -> select -> torchrun -m harness.engine.distributed --subset kept.npy --test-root val (per run) -> report``.
+``dynamics: torchrun -m harness.distributed (whole train folder, per-sample stats gathered from every rank)
+-> score -> select -> torchrun -m harness.distributed --subset kept.npy --test-root val (per run) -> report``.
 
 One process per GPU (NCCL) when CUDA is present, else ``nproc`` CPU processes (gloo). The protocol's
 batch size is the global batch (split evenly over the ranks). Each DDP run checkpoints every epoch and
@@ -27,8 +27,8 @@ import torch
 
 from harness.data import get_spec
 from harness.data.stream import stream_folders
+from harness.distributed import DDPConfig, launch
 from harness.dynamics import Dynamics, dynamics_lock
-from harness.engine.distributed import DDPConfig, launch
 from harness.engine.options import DEFAULT, EngineOptions, resolve_precision
 from harness.engine.protocol import TrainProtocol
 from harness.errors import ConfigError
@@ -43,7 +43,7 @@ from harness.pruning.select import save_kept
 def ddp_config(protocol: TrainProtocol, *, root: Path, out: Path, img_size: int, nproc: int, seed: int,
                backend: str, num_workers: int, classlist: str = "", augment: str | None = None, record: bool = True,
                subset: str = "", test_root: str = "") -> DDPConfig:
-    """The :class:`harness.engine.distributed.DDPConfig` that runs ``protocol`` on ``nproc`` ranks.
+    """The :class:`harness.distributed.DDPConfig` that runs ``protocol`` on ``nproc`` ranks.
 
     The protocol's batch size is the global batch (split over the ranks) and an iteration budget counts
     global optimiser steps. Its augmentation is taken in its streamed form, except that ``crop_flip`` (the

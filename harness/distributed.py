@@ -25,7 +25,7 @@ workers. A finished run (``result.json`` with the same config) returns at once.
 
 Run with torchrun::
 
-    torchrun --nproc_per_node 8 -m harness.engine.distributed --protocol ccs-imagenet \
+    torchrun --nproc_per_node 8 -m harness.distributed --protocol ccs-imagenet \
         --root /data/imagenet/train --out DIR --img-size 224 ...
 
 (``--protocol``: a preset name or a JSON object of ``TrainProtocol`` fields, as :func:`cli_args` writes it)
@@ -355,7 +355,7 @@ def spawn_local(cfg: DDPConfig, world_size: int = 2, stop_after: int | None = No
 
 
 def cli_args(cfg: DDPConfig) -> list[str]:
-    """The ``python -m harness.engine.distributed`` arguments that rebuild ``cfg`` (the protocol as JSON)."""
+    """The ``python -m harness.distributed`` arguments that rebuild ``cfg`` (the protocol as JSON)."""
     args = ["--protocol", stable_json(cfg.protocol.as_dict())]
     for f in fields(DDPConfig):
         if f.name != "protocol":
@@ -375,7 +375,7 @@ def launch(cfg: DDPConfig, nproc: int = 1, *, log: Any = None) -> dict[str, Any]
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     log_path = Path(log or f"{cfg.out.rstrip('/')}.log")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "harness.engine.distributed", *cli_args(cfg)]
+           "-m", "harness.distributed", *cli_args(cfg)]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     with open(log_path, "ab") as fh:
         rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env).returncode
@@ -410,9 +410,9 @@ def _protocol_arg(text: str) -> TrainProtocol:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """torchrun entry point: ``torchrun --nproc_per_node N -m harness.engine.distributed --protocol ... --root ...
+    """torchrun entry point: ``torchrun --nproc_per_node N -m harness.distributed --protocol ... --root ...
     --out ...``."""
-    ap = argparse.ArgumentParser(prog="python -m harness.engine.distributed")
+    ap = argparse.ArgumentParser(prog="python -m harness.distributed")
     ap.add_argument("--protocol", required=True, type=_protocol_arg,
                     help="TrainProtocol fields as a JSON object, or a preset name")
     ap.add_argument("--root", required=True)
