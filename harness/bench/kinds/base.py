@@ -37,7 +37,7 @@ from harness.data import get_spec, load_dataset, resolve_root
 from harness.data.images import LabeledImages
 from harness.data.specs import DATASETS
 from harness.engine import EngineOptions
-from harness.engine.protocol import TrainProtocol
+from harness.engine.protocol import TrainProtocol, create_protocol
 from harness.errors import ConfigError
 from harness.evaluate import evaluate
 from harness.io import config_hash, stable_json
@@ -138,6 +138,16 @@ def check_choice(cfg: Mapping[str, Any], key: str, where: Where, choices: Sequen
     if v not in choices:
         raise ConfigError(f"{where(key)}: {key} {v!r}: expected one of {', '.join(choices)}")
     return str(v)
+
+
+def check_dynamics_protocol(cfg: Mapping[str, Any], where: Where) -> str:
+    """The cell's ``dynamics_protocol`` (default: its ``protocol``), a registered preset for its dataset."""
+    name = str(cfg.get("dynamics_protocol", cfg["protocol"]))
+    try:
+        create_protocol(name, cfg["dataset"])
+    except UnknownNameError as e:
+        raise ConfigError(f"{where('dynamics_protocol')}: {e}") from None
+    return name
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from harness.bench.kinds.base import (
     Run,
     RunContext,
     Where,
+    check_dynamics_protocol,
     check_int,
     check_mapping,
     engine_record,
@@ -37,7 +38,6 @@ from harness.bench.kinds.base import (
     scaled_dataset,
 )
 from harness.data import get_spec
-from harness.engine.protocol import create_protocol
 from harness.errors import ConfigError
 from harness.pruning.coreset import resolve_flow, run_coreset
 from harness.pruning.recipes import parse_recipe
@@ -92,11 +92,7 @@ class Coreset(CellKind):
             parse_recipe(cfg["recipe"])
         except (UnknownNameError, ConfigError) as e:
             raise ConfigError(f"{where('recipe')}: {e}") from None
-        dyn = cfg.get("dynamics_protocol", cfg["protocol"])
-        try:
-            create_protocol(dyn, cfg["dataset"])
-        except UnknownNameError as e:
-            raise ConfigError(f"{where('dynamics_protocol')}: {e}") from None
+        dyn = check_dynamics_protocol(cfg, where)
         params = check_mapping(cfg, "params", where)
         unknown = sorted(set(params) - set(PARAMS) - set(IGNORED_PARAMS))
         if unknown:

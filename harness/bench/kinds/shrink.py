@@ -29,6 +29,7 @@ from harness.bench.kinds.base import (
     RunContext,
     Where,
     check_choice,
+    check_dynamics_protocol,
     check_int,
     evaluate_condensed,
     experiments_ok,
@@ -37,7 +38,6 @@ from harness.bench.kinds.base import (
     register_cell_kind,
 )
 from harness.bench.kinds.condense import check_condenser, condensed_set
-from harness.engine.protocol import create_protocol
 from harness.errors import ConfigError
 from harness.registry import UnknownNameError
 
@@ -71,11 +71,7 @@ class Shrink(CellKind):
             resolve_rule(recipe)
         except (UnknownNameError, ConfigError) as e:
             raise ConfigError(f"{where('recipe')}: {e}") from None
-        dyn = cfg.get("dynamics_protocol", cfg["protocol"])
-        try:
-            create_protocol(dyn, cfg["dataset"])
-        except UnknownNameError as e:
-            raise ConfigError(f"{where('dynamics_protocol')}: {e}") from None
+        dyn = check_dynamics_protocol(cfg, where)
         method, params, pub = str(cfg.get("method", "idc")), {}, None
         if source == "condense":
             method, params = check_condenser({**cfg, "method": method}, where)
