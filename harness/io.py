@@ -16,6 +16,7 @@ touches another name, a live writer's temporary, or another host's.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ctypes
 import errno
@@ -159,6 +160,11 @@ def config_hash(obj: Any, n: int = 16) -> str:
     """The key of a config everywhere in ddbench (caches, artifacts, table cells): sha256 of
     :func:`stable_json`, first ``n`` hex digits. The same config always maps to the same key."""
     return hashlib.sha256(stable_json(obj).encode()).hexdigest()[:n]
+
+
+def sha256_base64(data: bytes) -> str:
+    """The base64 of the sha256 digest of ``data`` (as a Content-Security-Policy hash source wants it)."""
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

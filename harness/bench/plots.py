@@ -1,25 +1,36 @@
 """Plots (matplotlib, Agg): accuracy vs the table's x (pruning rate or IPC) per row, with error
-bars (std over runs) and the paper's numbers as hollow markers; one PNG and one PDF per dataset."""
+bars (std over runs) and the paper's numbers as hollow markers; one PNG and one PDF per dataset.
+
+:func:`render_plots` draws them in memory (the HTML page embeds the PNG bytes); :func:`plot_table`
+writes them as files. Neither reads the clock: the PDF carries no creation date, so the same records
+give the same bytes.
+"""
 
 from __future__ import annotations
 
+import io
 import textwrap
 from collections import defaultdict
 from pathlib import Path
 
 from harness.bench.schema import TableSpec
 from harness.bench.summary import CellSummary
+from harness.io import atomic_write_bytes
+
+__all__ = ["plot_table", "render_plots", "write_plots"]
+
+# no timestamps, no software string: the bytes depend on the records alone
+_METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Creator": None, "Producer": None}}
 
 
-def plot_table(spec: TableSpec, summaries: list[CellSummary], out_dir: str | Path, scale: str) -> dict[str, Path]:
+def render_plots(spec: TableSpec, summaries: list[CellSummary], scale: str) -> dict[str, dict[str, bytes]]:
+    """Dataset -> {"png": bytes, "pdf": bytes} for every dataset with something to plot."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, Path] = {}
+    figures: dict[str, dict[str, bytes]] = {}
     by_ds: dict[str, list[CellSummary]] = defaultdict(list)
     for s in summaries:
         by_ds[s.cell.dataset].append(s)
@@ -58,11 +69,26 @@ def plot_table(spec: TableSpec, summaries: list[CellSummary], out_dir: str | Pat
         ax.legend(fontsize=7, ncol=2)
         fig.text(0.01, 0.005, "solid: ours (mean ± std); dashed hollow: paper", fontsize=6)
         fig.tight_layout()
+        figures[ds] = {}
         for ext in ("png", "pdf"):
-            p = out / f"{spec.name}-{scale}-{ds}.{ext}"
-            tmp = p.with_name(f".{p.name}.tmp.{ext}")
-            fig.savefig(tmp, dpi=120)
-            tmp.replace(p)
-            paths[f"{ds}.{ext}"] = p
+            buf = io.BytesIO()
+            fig.savefig(buf, format=ext, dpi=120, metadata=_METADATA[ext])
+            figures[ds][ext] = buf.getvalue()
         plt.close(fig)
+    return figures
+
+
+def write_plots(spec: TableSpec, figures: dict[str, dict[str, bytes]], out_dir: str | Path,
+                scale: str) -> dict[str, Path]:
+    """Write ``<name>-<scale>-<dataset>.{png,pdf}`` (atomically); returns ``{"<dataset>.<ext>": path}``."""
+    out = Path(out_dir)
+    paths: dict[str, Path] = {}
+    for ds, blobs in figures.items():
+        for ext, data in blobs.items():
+            paths[f"{ds}.{ext}"] = atomic_write_bytes(out / f"{spec.name}-{scale}-{ds}.{ext}", data)
     return paths
+
+
+def plot_table(spec: TableSpec, summaries: list[CellSummary], out_dir: str | Path, scale: str) -> dict[str, Path]:
+    """Draw and write the plots of a table (see :func:`render_plots`)."""
+    return write_plots(spec, render_plots(spec, summaries, scale), out_dir, scale)

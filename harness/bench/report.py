@@ -1,4 +1,5 @@
-"""Reports: Markdown, CSV and LaTeX tables from the result store, with the paper's numbers beside.
+"""Reports: Markdown, CSV and LaTeX tables from the result store, with the paper's numbers beside, and
+(on request) one self-contained HTML page per table and scale (:mod:`harness.bench.htmlpage`).
 
 Each entry is the mean ± population std over the finished runs of a cell (percent, final-epoch test
 accuracy), the paper's number (``≈`` where read off a figure) and ours minus the paper's. Beside each
@@ -23,84 +24,36 @@ from __future__ import annotations
 
 import csv
 import io
-import math
-from collections import defaultdict
 from pathlib import Path
 
-from harness.bench.plots import plot_table
+from harness.bench.htmlpage import render_html
+from harness.bench.plots import render_plots, write_plots
 from harness.bench.schema import TableSpec
-from harness.bench.summary import CellSummary, fmt_acc, summarize
+from harness.bench.summary import (
+    FAIRNESS_NOTE,
+    CellSummary,
+    by_dataset,
+    fairness_scores,
+    fmt_acc,
+    follows_by_row,
+    grid,
+    lrs,
+    scale_note,
+    summarize,
+)
 from harness.io import atomic_write_text
 
-__all__ = ["CellSummary", "fmt_acc", "latex", "lrs", "markdown", "scale_note", "summarize", "to_csv",
-           "write_reports"]
-
-
-def lrs(acc_set: float, acc_random: float, acc_full: float, acc_hard: float, w: float = 0.5) -> float:
-    """DD-Ranking-style label-robust score from fractions (see the module docstring)."""
-    ior, hlr = acc_set - acc_random, acc_full - acc_hard
-    return (math.exp(w * ior - (1 - w) * hlr) - math.exp(-1)) / (math.exp(1) - math.exp(-1))
-
-
-def _grid(summaries: list[CellSummary]) -> tuple[list[str], list[str], dict[tuple[str, str], CellSummary]]:
-    rows, cols, grid = [], [], {}
-    for s in summaries:
-        if s.cell.row not in rows:
-            rows.append(s.cell.row)
-        if s.cell.column not in cols:
-            cols.append(s.cell.column)
-        grid[(s.cell.row, s.cell.column)] = s
-    return rows, cols, grid
-
-
-def _by_dataset(summaries: list[CellSummary]) -> dict[str, list[CellSummary]]:
-    out: dict[str, list[CellSummary]] = defaultdict(list)
-    for s in summaries:
-        out[s.cell.dataset].append(s)
-    return dict(out)
+__all__ = ["CellSummary", "fairness_scores", "fmt_acc", "latex", "lrs", "markdown", "scale_note", "summarize",
+           "to_csv", "write_reports"]
 
 
 def _fairness_rows(spec: TableSpec, group: list[CellSummary]) -> list[str]:
     """Markdown lines with IOR/HLR/LRS for main cells that have fairness siblings."""
-    lines = []
-    full = spec.full_accuracy
-    idx = {(s.cell.row, s.cell.column): s for s in group}
-    for s in group:
-        if s.cell.role != "main" or s.mean is None or "ipc" not in s.cell.config:
-            continue
-        rnd = idx.get((f"random real (IPC {s.cell.config['ipc']})", s.cell.column))
-        hard = idx.get((f"{s.cell.row} [hard label]", s.cell.column))
-        if rnd is None or hard is None or rnd.mean is None or hard.mean is None:
-            continue
-        ds_full = full.get(s.cell.dataset)
-        ior = s.mean - rnd.mean
-        hlr = (ds_full / 100 - hard.mean) if ds_full is not None else None
-        score = lrs(s.mean, rnd.mean, ds_full / 100, hard.mean) if ds_full is not None else None
-        lines.append(f"| {s.cell.row} | {s.cell.column} | {ior:+.4f} | "
-                     f"{'–' if hlr is None else f'{hlr:+.4f}'} | {'–' if score is None else f'{score:.4f}'} |")
+    lines = [f"| {f.row} | {f.column} | {f.ior:+.4f} | {'–' if f.hlr is None else f'{f.hlr:+.4f}'} | "
+             f"{'–' if f.lrs is None else f'{f.lrs:.4f}'} |" for f in fairness_scores(spec, group)]
     if not lines:
         return []
-    return ["", "Fairness (fractions): IOR = acc(set) − acc(random real, same IPC); HLR = acc(full) − "
-            "acc(set, hard labels); LRS = (exp(0.5·IOR − 0.5·HLR) − e⁻¹)/(e − e⁻¹).", "",
-            "| row | column | IOR | HLR | LRS |", "|---|---|---|---|---|", *lines]
-
-
-def scale_note(spec: TableSpec, scale: str) -> str:
-    """The scale's ``about`` line, else a generic warning for any scale but ``full``."""
-    about = str(spec.scale(scale).get("about", "")).strip()
-    if about:
-        return about
-    return ("scaled down: epochs, runs and data are reduced; numbers are not comparable with the paper's"
-            if scale != "full" else "")
-
-
-def _follows(group: list[CellSummary]) -> dict[str, str]:
-    """Row label -> the protocol it follows (the first non-empty text among its cells)."""
-    out: dict[str, str] = {}
-    for s in group:
-        if s.cell.follows and not out.get(s.cell.row):
-            out[s.cell.row] = s.cell.follows
-    return out
+    return ["", FAIRNESS_NOTE, "", "| row | column | IOR | HLR | LRS |", "|---|---|---|---|---|", *lines]
 
 
 def markdown(spec: TableSpec, summaries: list[CellSummary], scale: str) -> str:
@@ -111,15 +64,15 @@ def markdown(spec: TableSpec, summaries: list[CellSummary], scale: str) -> str:
     out += [f"**Scale: `{scale}`**" + (f" ({note})" if note else ""), ""]
     out += ["Each entry: ours (mean ± std over runs, %, final-epoch test accuracy) / paper → difference "
             "(percentage points).", ""]
-    for ds, group in _by_dataset(summaries).items():
-        rows, cols, grid = _grid(group)
-        follows = _follows(group)
+    for ds, group in by_dataset(summaries).items():
+        rows, cols, by_rc = grid(group)
+        follows = follows_by_row(group)
         heads = (["follows"] if follows else []) + cols
         out += [f"## {ds}", "", "| |" + "".join(f" {h} |" for h in heads), "|---" * (len(heads) + 1) + "|"]
         for r in rows:
             cells = []
             for c in cols:
-                s = grid.get((r, c))
+                s = by_rc.get((r, c))
                 if s is None:
                     cells.append("")
                     continue
@@ -167,14 +120,14 @@ def _tex(s: str) -> str:
 
 def latex(spec: TableSpec, summaries: list[CellSummary], scale: str) -> str:
     out = []
-    for ds, group in _by_dataset(summaries).items():
-        rows, cols, grid = _grid(group)
+    for ds, group in by_dataset(summaries).items():
+        rows, cols, cells = grid(group)
         out += [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{l" + "c" * len(cols) + "}",
                 r"\toprule", " & ".join(["", *(_tex(c) for c in cols)]) + r" \\", r"\midrule"]
         for r in rows:
             ents = []
             for c in cols:
-                s = grid.get((r, c))
+                s = cells.get((r, c))
                 if s is None or s.mean is None:
                     ents.append("--")
                     continue
@@ -184,7 +137,7 @@ def latex(spec: TableSpec, summaries: list[CellSummary], scale: str) -> str:
                 ents.append(e)
             out.append(" & ".join([_tex(r), *ents]) + r" \\")
         protos = "; ".join(sorted({s.protocol_text for s in group if s.protocol_text}))
-        fol = "; ".join(f"{r}: {t}" for r, t in _follows(group).items())
+        fol = "; ".join(f"{r}: {t}" for r, t in follows_by_row(group).items())
         note = scale_note(spec, scale)
         out += [r"\bottomrule", r"\end{tabular}",
                 rf"\caption{{{_tex(spec.title or spec.name)} -- {_tex(ds)}, scale \texttt{{{_tex(scale)}}}"
@@ -196,8 +149,9 @@ def latex(spec: TableSpec, summaries: list[CellSummary], scale: str) -> str:
 
 
 def write_reports(spec: TableSpec, results: str | Path, out_dir: str | Path, scale: str = "full",
-                  plots: bool = True) -> dict[str, Path]:
-    """Write ``<name>-<scale>.{md,csv,tex}`` (and plots) to ``out_dir``; returns the paths."""
+                  plots: bool = True, html: bool = False) -> dict[str, Path]:
+    """Write ``<name>-<scale>.{md,csv,tex}``, the plots (``plots``) and the self-contained HTML page
+    ``<name>-<scale>.html`` (``html``; it embeds the plots when ``plots``) to ``out_dir``; returns the paths."""
     summaries = summarize(spec, results, scale)
     out = Path(out_dir)
     stem = f"{spec.name}-{scale}"
@@ -206,6 +160,9 @@ def write_reports(spec: TableSpec, results: str | Path, out_dir: str | Path, sca
         "csv": atomic_write_text(out / f"{stem}.csv", to_csv(summaries, scale)),
         "tex": atomic_write_text(out / f"{stem}.tex", latex(spec, summaries, scale)),
     }
-    if plots:
-        paths.update(plot_table(spec, summaries, out, scale))
+    figures = render_plots(spec, summaries, scale) if plots else {}
+    paths.update(write_plots(spec, figures, out, scale))
+    if html:
+        page = render_html(spec, summaries, scale, {ds: blobs["png"] for ds, blobs in figures.items()})
+        paths["html"] = atomic_write_text(out / f"{stem}.html", page)
     return paths

@@ -1,4 +1,5 @@
-"""``ddbench table run|status|report SPEC --results DIR [--scale smoke] [--executor local|slurm]``.
+"""``ddbench table run|status|report SPEC --results DIR [--scale smoke] [--executor local|slurm]``
+(``table report --html`` adds the self-contained HTML page).
 
 ``table run`` also takes the engine options ``--path`` / ``--precision`` / ``--compile``
 (:class:`harness.engine.EngineOptions`): how runs execute, written into every record, never part of a
@@ -50,10 +51,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _common(st)
     st.add_argument("--break-stale-locks", action="store_true", help="remove locks of dead pids on this host")
     st.set_defaults(func=cmd_status)
-    rep = tsub.add_parser("report", help="Markdown, CSV, LaTeX and plots")
+    rep = tsub.add_parser("report", help="Markdown, CSV, LaTeX and plots (and, with --html, one HTML page)")
     _common(rep)
     rep.add_argument("--out", default=None, help="output folder (default: RESULTS/reports)")
     rep.add_argument("--no-plots", action="store_true")
+    rep.add_argument("--html", action="store_true",
+                     help="also write NAME-SCALE.html: one self-contained page (grid, paper's numbers, plots, "
+                          "provenance) that opens from disk offline")
     rep.set_defaults(func=cmd_report)
     table.set_defaults(func=lambda a: (table.print_help(), 2)[1])
 
@@ -118,6 +122,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     check_out_root(args.out, "--out")
     spec = load_spec(args.spec)
     out = args.out or f"{args.results}/reports"
-    for p in write_reports(spec, args.results, out, args.scale, plots=not args.no_plots).values():
+    for p in write_reports(spec, args.results, out, args.scale, plots=not args.no_plots, html=args.html).values():
         print(f"wrote {p}")
     return 0
