@@ -73,6 +73,7 @@ from harness.engine.trainer import predict
 from harness.errors import ConfigError
 from harness.evaluate import model_input
 from harness.models import embeddings
+from harness.progress import EpochPhases, Progress, or_quiet
 from harness.pruning.recipes import parse_recipe, select_with_recipe
 from harness.pruning.scores import compute_score
 from harness.pruning.select import Budget
@@ -158,14 +159,46 @@ def ccs_cutoff(dataset: str, ipc_from: int, ipc_to: int) -> float:
 
 # --- dynamics ----------------------------------------------------------------------------------------
 def record_runs(li: LabeledImages, protocol, *, runs: int, seed: int, device: str | torch.device = "cpu",
-                options: EngineOptions | None = None) -> tuple[list, torch.nn.Module, torch.Tensor]:
+                options: EngineOptions | None = None, until_epoch: int | None = None,
+                need_model: bool = True, progress: Progress | None = None
+                ) -> tuple[list, torch.nn.Module | None, torch.Tensor]:
     """``runs`` dynamics runs (seeds ``seed + r``) on ``li`` with :func:`harness.dynamics.record_dynamics`;
-    returns them, the last run's model and the set in its input space (:func:`harness.evaluate.model_input`)."""
+    returns them, the last run's model (``need_model``; else None) and the set in its input space
+    (:func:`harness.evaluate.model_input`). ``until_epoch``: record only the first epochs (the rows a score
+    reads; they equal a full-length run's first rows under the same engine options)."""
     dyns, model = [], None
-    for r in range(runs):
-        dyn, model = record_dynamics(li, protocol, seed=seed + r, device=device, options=options, return_model=True)
-        dyns.append(dyn)
+    with EpochPhases(progress, "dynamics", runs=runs) as cb:
+        for r in range(runs):
+            cb.next_run(r)
+            if need_model:
+                dyn, model = record_dynamics(li, protocol, seed=seed + r, device=device, options=options,
+                                             return_model=True, progress=cb.epochs)
+            else:
+                dyn = record_dynamics(li, protocol, seed=seed + r, device=device, options=options,
+                                      until_epoch=until_epoch, progress=cb.epochs)
+            dyns.append(dyn)
     return dyns, model, model_input(li).to(device)
+
+
+def epochs_read(recipe, *, stop_epoch: int, total_epochs: int) -> int | None:
+    """How many epochs of a dynamics run (from the first) the shrink score of ``recipe`` reads: LBPE up to its
+    stop epoch, YOCO's EL2N its first 10, other scores what they declare
+    (:meth:`harness.pruning.recipes.Recipe.epochs_needed`); None when the rule needs the final model (entropy's
+    eval pass, SSP's k-means) or every epoch."""
+    if recipe.rule == "kmeans" or recipe.score == "entropy":
+        return None
+    if recipe.score == "lbpe":
+        need = int(stop_epoch)
+    elif recipe.score == "el2n":
+        need = 10
+    else:
+        need = recipe.epochs_needed(total_epochs)
+        if need is None:
+            return None
+    extra = recipe.epochs_needed(total_epochs) if recipe.rule == "stratified" else 0
+    if extra is None:
+        return None
+    return min(max(need, extra, 1), int(total_epochs))
 
 
 def _eval_logits(model: torch.nn.Module, x: torch.Tensor, batch: int = 500) -> torch.Tensor:
@@ -205,7 +238,7 @@ def shrink(cs: CondensedSet, to_ipc: int, *, rule: str = "yoco", runs_dynamics: 
            protocol: str = "yoco", seed: int = 0, device: str | torch.device = "cpu",
            data_root: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
            ccs_ratio: float | None = None, strata_random: bool = False, dynamics: list | None = None,
-           options: EngineOptions | None = None) -> CondensedSet:
+           options: EngineOptions | None = None, progress: Progress | None = None) -> CondensedSet:
     """A smaller condensed set with ``to_ipc`` images per class worth of storage (YOCO flow, module doc).
 
     The result records ``to_ipc`` as its IPC (``ipc_budget``); its per-class counts are
@@ -216,7 +249,12 @@ def shrink(cs: CondensedSet, to_ipc: int, *, rule: str = "yoco", runs_dynamics: 
     members. ``data_root``/``cache_dir`` are unused by the flow itself (dynamics need no real data) and
     kept for symmetry with evaluation. ``options``: how the dynamics runs execute (precision, compile;
     :class:`harness.engine.EngineOptions`), recorded in the provenance. SSP's k-means reads
-    :func:`harness.models.embeddings` of the last run's model, as the coreset flow does.
+    :func:`harness.models.embeddings` of the last run's model, as the coreset flow does. ``progress``: the
+    display of the dynamics runs' epochs (:mod:`harness.progress`).
+
+    Only the epochs the score reads are trained (:func:`epochs_read`: LBPE's stop epoch, EL2N's 10), unless the
+    rule needs the final model; the recorded rows equal a full-length run's first rows, so the selection does
+    too (``params.dynamics_epochs_recorded``).
     """
     options = options or DEFAULT
     recipe = resolve_rule(rule)
@@ -256,8 +294,16 @@ def shrink(cs: CondensedSet, to_ipc: int, *, rule: str = "yoco", runs_dynamics: 
         proto = create_protocol(protocol, cs.dataset, **({"epochs": epochs} if epochs is not None else {}))
         params.update(protocol=proto.as_dict(), runs_dynamics=runs_dynamics)
         if dynamics is None:
+            until = epochs_read(recipe, stop_epoch=stop_epoch, total_epochs=proto.total_epochs)
             params["engine"] = options.as_dict()
-            dyns, model, x = record_runs(li, proto, runs=runs_dynamics, seed=seed, device=device, options=options)
+            params["dynamics_epochs_recorded"] = proto.total_epochs if until is None else until
+            or_quiet(progress).note(
+                f"shrink {rule}: {runs_dynamics} dynamics run(s) of {proto.name}, "
+                + (f"the first {until} of {proto.total_epochs} epochs (all the score reads)" if until is not None
+                   else f"all {proto.total_epochs} epochs (the rule needs the final model)"))
+            dyns, model, x = record_runs(li, proto, runs=runs_dynamics, seed=seed, device=device, options=options,
+                                         until_epoch=until, need_model=until is None, progress=progress)
+            params["engine_ran"] = [d.meta.get("engine", []) for d in dyns]
         else:
             dyns, model, x = list(dynamics), None, None
             params["runs_dynamics"] = len(dyns)

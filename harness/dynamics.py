@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.data.images import LabeledImages
-from harness.engine.options import EngineOptions, resolve_precision
+from harness.engine.options import EngineOptions, choose_compile, resolve_precision, training_flops
 from harness.engine.protocol import TrainProtocol
 from harness.engine.trainer import Trainer, TrainHook, seeded_model
 from harness.errors import ConfigError, FormatError
@@ -127,6 +127,16 @@ class Dynamics:
 
     def logits(self) -> np.ndarray | None:
         return None if self._logits is None else self._logits[: self.epochs]
+
+    def head(self, epochs: int) -> Dynamics:
+        """The first ``epochs`` epochs of this run (a view on the same arrays; ``self`` when it has as many)."""
+        if not 0 <= int(epochs) <= self.epochs:
+            raise ConfigError(f"dynamics hold {self.epochs} epochs; cannot take the first {epochs}")
+        if int(epochs) == self.epochs:
+            return self
+        return Dynamics(n=self.n, num_classes=self.num_classes, labels=self.labels, epochs=int(epochs),
+                        stats=self._stats, logits=self._logits, meta={**self.meta, "epochs_used": int(epochs)},
+                        directory=self.directory)
 
     # --- constructors -------------------------------------------------------------------------
     @classmethod
@@ -229,6 +239,7 @@ class DynamicsRecorder:
             raise ConfigError(f"labels have shape {self.labels.shape}, expected ({n},)")
         self.epochs_done = 0
         self.finished = False
+        self.engine: list[dict[str, Any]] = []  # how each training session ran (record_dynamics)
         self._prev: torch.Tensor | None = None  # (N, C) probabilities of the last finished epoch
         self._cur_probs = torch.full((n, num_classes), float("nan"))
         self._row = {s: np.full(n, np.nan, np.float32) for s in STATS}
@@ -247,7 +258,7 @@ class DynamicsRecorder:
     def _disk_meta(self) -> dict:
         return {"format": FORMAT, "version": VERSION, "n": self.n, "num_classes": self.num_classes,
                 "stats": list(STATS), "keep_logits": self.keep_logits, "epochs_done": self.epochs_done,
-                "capacity": self._cap, "finished": self.finished, "config": self.meta}
+                "capacity": self._cap, "finished": self.finished, "config": self.meta, "engine": self.engine}
 
     def _open_dir(self) -> None:
         d = self.out_dir
@@ -268,6 +279,7 @@ class DynamicsRecorder:
                 raise ConfigError(f"{d}: labels differ from the recorded run's")
             self.labels = saved
             self.finished = bool(old.get("finished"))
+            self.engine = list(old.get("engine") or [])
             self._set_epochs_done(int(old["epochs_done"]))
             return
         self._cap = self._capacity()
@@ -308,6 +320,10 @@ class DynamicsRecorder:
     def commit_epochs(self, e: int) -> None:
         """Mark ``e`` epochs as done (rows already written), e.g. when a checkpoint is one epoch ahead."""
         self._set_epochs_done(e)
+        self.save_meta()
+
+    def save_meta(self) -> None:
+        """Rewrite ``meta.json`` (on disk only), e.g. after adding an ``engine`` entry."""
         if self.out_dir is not None:
             atomic_write_json(self.out_dir / META, self._disk_meta())
 
@@ -393,7 +409,8 @@ class DynamicsRecorder:
         logits = (np.stack(self._mem_logits) if e else np.zeros((0, self.n, self.num_classes), np.float32)
                   ) if self.keep_logits else None
         return Dynamics(n=self.n, num_classes=self.num_classes, labels=self.labels.copy(), epochs=e, stats=stats,
-                        logits=logits, meta={"config": self.meta, "epochs_done": e, "finished": self.finished})
+                        logits=logits, meta={"config": self.meta, "epochs_done": e, "finished": self.finished,
+                                             "engine": list(self.engine)})
 
 
 LOCK = ".lock"
@@ -447,8 +464,8 @@ def record_dynamics(train: LabeledImages, protocol: TrainProtocol, *, seed: int,
                     device: str | torch.device = "cpu", model: str | None = None, keep_logits: bool = False,
                     options: EngineOptions | None = None, return_model: bool = False,
                     progress: Callable[[int, int], None] | None = None,
-                    model_kwargs: Mapping[str, Any] | None = None, hooks: Sequence[TrainHook] = ()
-                    ) -> Dynamics | tuple[Dynamics, nn.Module]:
+                    model_kwargs: Mapping[str, Any] | None = None, hooks: Sequence[TrainHook] = (),
+                    until_epoch: int | None = None) -> Dynamics | tuple[Dynamics, nn.Module]:
     """Train a fresh model (seeded by ``seed``) on ``train`` under ``protocol`` and record its dynamics.
 
     The one training-with-the-recorder of ddbench: the coreset flow, shrink (YOCO) and GoldFromOres scoring
@@ -456,18 +473,34 @@ def record_dynamics(train: LabeledImages, protocol: TrainProtocol, *, seed: int,
     ZCA-space images as stored, else normalized pixels) with the targets its labels need (soft labels:
     :func:`harness.evaluate.loss_for`); the dynamics statistics read the hard labels. ``model`` /
     ``model_kwargs``: the architecture (default: the protocol's). ``options``: precision and compile
-    (:class:`harness.engine.EngineOptions`; one run, so ``path`` does not apply). ``hooks``: more
-    :class:`harness.engine.TrainHook` s, called after the recorder (only when training happens).
+    (:class:`harness.engine.EngineOptions`, resolved for this run: ``auto`` compiles only when the epochs
+    trained here pass the measured break-even; one run, so ``path`` does not apply); each training session is
+    recorded in ``meta["engine"]`` (resolved values). ``hooks``: more :class:`harness.engine.TrainHook` s,
+    called after the recorder (only when training happens).
+
+    ``until_epoch``: train and record only the first ``until_epoch`` epochs (None: the whole protocol), e.g. the
+    epochs a score reads (:meth:`harness.pruning.scores.ScoreSpec.epochs_needed`). The cut run follows the whole
+    protocol's schedule (the same learning rate at every step, the same data order), so its rows are the first
+    rows of a full-length recording, bit for bit. The returned dynamics hold exactly ``min(until_epoch, total)``
+    epochs.
 
     With ``out_dir`` the arrays, ``meta.json`` and a trainer checkpoint are written there every epoch; a
-    killed run resumes from its last finished epoch, and a finished run with the same config is
-    returned without training. ``return_model=True`` returns ``(dynamics, final model)`` (a finished run's
-    model is loaded from its checkpoint).
+    killed run resumes from its last finished epoch. A run with the same config that holds enough epochs
+    (finished, or stopped at or after ``until_epoch``) is returned without training; a run cut shorter is
+    resumed (a cut run is left resumable, not finished). ``return_model=True`` returns
+    ``(dynamics, final model)`` (a finished run's model is loaded from its checkpoint); it needs the whole run.
     """
     device = torch.device(device)
     proto = run_protocol(train, protocol, options=options, device=device)
     config = dynamics_config(train, proto, seed=seed, model=model, model_kwargs=model_kwargs)
-    config["epochs"] = proto.total_epochs
+    total = proto.total_epochs
+    config["epochs"] = total
+    if until_epoch is not None and int(until_epoch) < 1:
+        raise ConfigError(f"record_dynamics: until_epoch={until_epoch}, expected a positive number of epochs or None")
+    target = total if until_epoch is None else min(int(until_epoch), total)
+    if return_model and target < total:
+        raise ConfigError(f"record_dynamics: return_model needs the final model, but until_epoch={until_epoch} "
+                          f"stops the run at epoch {target} of {total}")
     arch = model or proto.model
 
     def build() -> nn.Module:
@@ -479,8 +512,9 @@ def record_dynamics(train: LabeledImages, protocol: TrainProtocol, *, seed: int,
         if out is not None:
             held.enter_context(dynamics_lock(out))  # one recorder per folder; others wait, then reuse or resume
             old = _read_meta(out)
-            if old is not None and old.get("config") == _jsonable(config) and old.get("finished"):
-                dyn = Dynamics.open(out)
+            if (old is not None and old.get("config") == _jsonable(config)
+                    and (old.get("finished") or int(old.get("epochs_done", 0)) >= target)):
+                dyn = Dynamics.open(out).head(target)
                 if not return_model:
                     return dyn
                 net = build().to(device)
@@ -490,8 +524,14 @@ def record_dynamics(train: LabeledImages, protocol: TrainProtocol, *, seed: int,
         rec = DynamicsRecorder(len(train), train.num_classes, out_dir=out, meta=config, keep_logits=keep_logits,
                                labels=labels, checkpoint=out is not None)
         net = seeded_model(build, seed).to(device)
+        flops = None
+        if options is None or options.compile == "auto":
+            flops = training_flops(arch, num_classes=train.num_classes, in_chans=train.channels,
+                                   img_size=train.size, samples=max(0, target - rec.epochs_done) * len(train),
+                                   model_kwargs=model_kwargs)
+        compile_, notes = choose_compile(options, device, precision=proto.precision, train_flops=flops)
         trainer = Trainer(net, proto.with_(model=arch), seed=seed, hooks=[rec, *hooks], progress=progress,
-                          compile=bool(options is not None and options.compile))
+                          compile=compile_)
         if out is not None and rec.epochs_done > 0:
             ckpt = out / CHECKPOINT
             if not ckpt.is_file():
@@ -503,11 +543,16 @@ def record_dynamics(train: LabeledImages, protocol: TrainProtocol, *, seed: int,
                 rec.commit_epochs(trainer.epoch)
             elif trainer.epoch != rec.epochs_done:
                 raise FormatError(f"{ckpt}: checkpoint at epoch {trainer.epoch}, dynamics at {rec.epochs_done}")
+        precision_notes = resolve_precision(protocol, options, device)[1]
+        rec.engine.append({"from_epoch": trainer.epoch, "until_epoch": target, "path": "sequential",
+                           "precision": proto.precision, **precision_notes, "compile": compile_, **notes})
+        rec.save_meta()
         x = model_input(train).to(device)
         y = train.labels.to(device)
-        trainer.fit(x, targets_for(train, proto).to(device), labels=y)
-        rec.finish()
-        dyn = rec.dynamics()
+        trainer.fit(x, targets_for(train, proto).to(device), labels=y, stop_after=target)
+        if trainer.epoch >= total:
+            rec.finish()
+        dyn = rec.dynamics().head(target)
         return (dyn, net) if return_model else dyn
 
 

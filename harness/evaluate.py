@@ -7,25 +7,31 @@ pixel-space sets are normalized with the dataset's mean/std; ZCA sets need the w
 real training split, which is applied to the test images too. Sets with soft labels are trained with
 the loss their labels need (:func:`loss_for`; never rounded to hard labels).
 
-How the runs execute is :class:`harness.engine.EngineOptions` (never what they compute):
+How the runs execute is :class:`harness.engine.EngineOptions` (never what they compute). The default
+is the fastest way to the same accuracy, resolved per call and device (:mod:`harness.engine.options`):
 
 - ``path="sequential"``: one :class:`harness.engine.Trainer` per seed; ``"ensemble"``: the K seeds as
   one vmapped program (:mod:`harness.engine.ensemble`; on the CPU too when asked for explicitly);
   ``"auto"``: the ensemble on CUDA for K > 1 when the model allows it (no BatchNorm running statistics),
-  else sequential. On CUDA the training images move to the device once and the test split is copied
-  from pinned host memory batch by batch.
-- ``precision``: None keeps the protocol's (fp32 in every preset); ``"bf16"`` autocasts (on a device
-  without native bf16 it runs fp32 and ``extra["precision_fallback"]`` says so).
-- ``compile``: ``torch.compile`` of the model (training and the test pass).
+  else sequential (10 vmapped ConvNets ran at 0.45x the speed of sequential runs on a 2-core CPU, issue 7).
+  On CUDA the training images move to the device once and the test split is copied from pinned host
+  memory batch by batch.
+- ``precision``: ``"auto"`` autocasts to bf16 where the device has native bf16 (~1.7x per ConvNet-3 step
+  on a CPU with AVX512-BF16, same accuracy), else the protocol's; ``None`` keeps the protocol's (fp32 in
+  every preset); ``"fp32"`` / ``"bf16"`` as given (bf16 without native support runs fp32 and
+  ``extra["precision_fallback"]`` says so).
+- ``compile``: ``"auto"`` compiles the model (training and the test pass) when the K runs' expected eager
+  training time passes the measured break-even (:class:`harness.engine.options.CompileRule`; CPU only);
+  ``True`` / ``False`` force it.
 
-Measured on a 2-core CPU VM (issue 7): 10 vmapped ConvNets ran at 0.45x the speed of sequential runs,
-so ``auto`` stays sequential on the CPU; bf16 (~1.7x on a CPU with native bf16) and compile (~1.6x per
-ConvNet-3 step after a 15-30 s compile) are opt-in.
+``EvalResult.extra`` records what ran as resolved values: ``path``, ``precision`` (+ ``precision_reason``),
+``compile`` (True / False, + ``compile_reason`` and, for ``auto``, ``expected_eager_s``).
 
-What is exact: the default options reproduce the protocol's fp32 numbers bit for bit (sequential
-path). ``compile=True`` agrees up to the float rounding of fused kernels. The ensemble path reproduces
-the model inits and data orders exactly and draws augmentation from its own stream, so it agrees with
-the sequential path in distribution (bit for bit up to float reassociation without augmentation).
+What is exact: :meth:`EngineOptions.exact` (fp32, eager, sequential; CLI ``--exact``) reproduces the
+protocol's fp32 numbers bit for bit (the pre-issue-14 default). Compiled runs agree up to the float rounding
+of fused kernels, bf16 runs in accuracy (not bit for bit). The ensemble path reproduces the model inits and
+data orders exactly and draws augmentation from its own stream, so it agrees with the sequential path in
+distribution (bit for bit up to float reassociation without augmentation).
 """
 
 from __future__ import annotations
@@ -41,7 +47,15 @@ from harness.augment import ZCA
 from harness.data.images import LabeledImages
 from harness.engine.ensemble import ensemble_accuracy, fit_ensemble
 from harness.engine.losses import get_loss
-from harness.engine.options import DEFAULT, EngineOptions, choose_path, resolve_precision
+from harness.engine.options import (
+    DEFAULT,
+    EngineOptions,
+    choose_compile,
+    choose_path,
+    resolve_precision,
+    samples_trained,
+    training_flops,
+)
 from harness.engine.protocol import TrainProtocol
 from harness.engine.trainer import Trainer, accuracy, seeded_model
 from harness.errors import ConfigError
@@ -177,8 +191,9 @@ def evaluate(
     ``EvalResult.accuracies[i]`` is the run of ``EvalResult.seeds[i]``. ``zca``: the whitening of a ZCA-space
     set (fitted on the real training split). ``sample_weights``: (N,) per-sample weights aligned with
     ``train``, for a protocol with a ``loss_weighting`` (see :meth:`harness.engine.Trainer.fit`).
-    ``options``: how the runs execute (module docstring); ``EvalResult.extra`` records the path, precision
-    and compile that ran. ``progress(run, epoch, epochs)``: run -1 for the ensemble.
+    ``options``: how the runs execute (module docstring; default: the fast path, ``EngineOptions.exact()`` for
+    the bit-exact fp32 one); ``EvalResult.extra`` records the path, precision and compile that ran, resolved.
+    ``progress(run, epoch, epochs)``: run -1 for the ensemble.
     """
     options = options or DEFAULT
     seeds = run_seeds(protocol, seeds, runs, seed)
@@ -199,11 +214,16 @@ def evaluate(
     chosen = choose_path(device, first, len(seeds), options.path)
     if chosen != options.path and options.path != "auto":
         extra["path_fallback"] = f"{protocol.model} has BatchNorm running statistics; ran sequentially"
-    extra.update(path=chosen, precision=protocol.precision, compile=options.compile, device=str(device))
+    flops = None
+    if options.compile == "auto":
+        flops = training_flops(protocol.model, num_classes=train.num_classes, in_chans=train.channels,
+                               img_size=train.size, samples=len(seeds) * samples_trained(protocol, len(train)))
+    compile_, notes = choose_compile(options, device, precision=protocol.precision, train_flops=flops)
+    extra.update(path=chosen, precision=protocol.precision, compile=compile_, **notes, device=str(device))
     if chosen == "ensemble":
         models = [first] + [build(s) for s in seeds[1:]]
         cb = (lambda e, t: progress(-1, e, t)) if progress else None
-        fit_ensemble(models, protocol, seeds, x_train, targets, compile=options.compile, progress=cb,
+        fit_ensemble(models, protocol, seeds, x_train, targets, compile=compile_, progress=cb,
                      sample_weights=sample_weights)
         accs = ensemble_accuracy(models, x_test, test.labels, batch=protocol.test_batch,
                                  precision=protocol.precision)
@@ -212,7 +232,7 @@ def evaluate(
         for r, s in enumerate(seeds):
             model = first if r == 0 else build(s)
             cb = (lambda e, t, r=r: progress(r, e, t)) if progress else None
-            trainer = Trainer(model, protocol, seed=s, progress=cb, compile=options.compile)
+            trainer = Trainer(model, protocol, seed=s, progress=cb, compile=compile_)
             trainer.fit(x_train, targets, labels=labels, sample_weights=sample_weights)
             # a compiled model also runs the test pass (an inference graph: ~2x over eager bf16 on CPU)
             accs.append(accuracy(trainer.net, x_test, test.labels, protocol.test_batch, protocol.precision))

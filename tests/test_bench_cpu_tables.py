@@ -129,3 +129,11 @@ def test_goldfromores_cpu_is_the_mnist_condensation_table():
         assert (None if pp is None else (pp.criterion, pp.drop_ratio, pp.params)) == pre
         if pp is not None:
             assert (pp.seed, pp.scores) == (0, None)
+
+
+def test_papers_numbers_only_beside_the_same_dataset():
+    """A scale that runs a dataset's cells on another dataset (pruning-rate's cpu: CIFAR-10 -> MNIST) shows no
+    paper number (the CIFAR figures are not MNIST's); a re-encoded copy (cifar10-jpeg75, ``copy_of``) keeps them."""
+    assert all(c.published is None for c in _cpu("pruning-rate").values())
+    smoke = expand(load_spec(TABLES / "pruning-rate.yaml"), "smoke")
+    assert {c.dataset for c in smoke} == {"cifar10-jpeg75"} and any(c.published is not None for c in smoke)

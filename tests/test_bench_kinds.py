@@ -232,6 +232,9 @@ def _records(res: Path) -> dict[str, dict[str, Any]]:
     return {p.stem: json.loads(p.read_text()) for p in (res / "records").rglob("*.json")}
 
 
+FP32 = {p: EngineOptions(path=p, precision="fp32", compile=False) for p in ("ensemble", "sequential")}
+
+
 def test_seeds_trained_together_agree_with_separate_runs_and_write_the_same_records(tmp_path):
     """path=ensemble on the CPU: a cell's 3 seeds in one vmapped program; path=sequential: one model at a time.
     Same inits and batch orders, so accuracies agree within one test image (tests/test_ensemble.py's bound)."""
@@ -239,7 +242,7 @@ def test_seeds_trained_together_agree_with_separate_runs_and_write_the_same_reco
     spec = parse_spec(ENS, "ens.yaml")
     runs = {}
     for path in ("ensemble", "sequential"):
-        outs = run_table(spec, RunOptions(str(tmp_path / path), engine=EngineOptions(path=path)), progress=False)
+        outs = run_table(spec, RunOptions(str(tmp_path / path), engine=FP32[path]), progress=False)
         assert [o.status for o in outs] == ["done"] * 9, outs
         runs[path] = _records(tmp_path / path)
     ens, seq = runs["ensemble"], runs["sequential"]
@@ -320,7 +323,11 @@ def test_table_run_engine_flags_reach_every_record(tmp_path, capsys):
     recs = list(ResultStore(res).records("e"))
     assert len(recs) == 2
     for r in recs:
-        assert r["engine"] == {"path": "ensemble", "precision": "fp32", "compile": False, "path_run": "ensemble"}
+        eng = r["engine"]
+        assert {k: eng[k] for k in ("path", "precision", "compile", "path_run", "precision_run", "compile_run")} == {
+            "path": "ensemble", "precision": "fp32", "compile": "auto", "path_run": "ensemble",
+            "precision_run": "fp32", "compile_run": False}  # requested, and what ran (resolved)
+        assert eng["compile_reason"].startswith("auto: short run")
         assert r["timings"]["trained_together"] == 2 and r["protocol"]["precision"] == "fp32"
     assert main(argv) == 0 and "nothing to do" in capsys.readouterr().out  # the same cells: nothing left
     assert main([*argv[:-4], "--path", "fast"]) == 2

@@ -25,14 +25,19 @@ def test_run_coreset_digits_and_cache(tmp_path):
     assert set(kept) == set(np.argsort(scores, kind="stable")[:719])  # easy = lowest EL2N, index-aligned
     meta = json.loads((tmp_path / "dynamics" / rep["dynamics_dir"].split("/")[-1] / "meta.json").read_text())
     assert meta["finished"] and meta["epochs_done"] == 3
-    assert rep["seeds"] == [0] and rep["engine"] == {"path": "auto", "precision": None, "compile": False}
-    assert rep["ran"]["path"] == "sequential" and rep["ran"]["precision"] == "fp32"
+    assert rep["seeds"] == [0] and rep["engine"] == {"path": "auto", "precision": "auto", "compile": "auto"}
+    assert rep["ran"]["path"] == "sequential" and rep["ran"]["precision"] in ("fp32", "bf16")
+    assert rep["ran"]["compile"] is False and rep["dynamics_epochs_read"] == 3  # EL2N reads 10; the run has 3
     # a second recipe reuses the cached dynamics (no new dynamics directory); explicit subset-training seeds
-    rep2 = run_coreset("digits", "random_balance", Budget.ipc(20), **{**kw, "runs": None}, seeds=[4, 2])
+    rep2 = run_coreset("digits", "ccs_balance", Budget.ipc(20), **{**kw, "runs": None}, seeds=[4, 2])
     assert rep2["dynamics_dir"] == rep["dynamics_dir"]
     assert len(list((tmp_path / "dynamics").iterdir())) == 1
     assert rep2["class_counts"] == [20] * 10
     assert rep2["seeds"] == [4, 2] and len(rep2["accuracies"]) == 2  # aligned with the seeds
+    # random reads no training dynamics: none are trained
+    rep3 = run_coreset("digits", "random_balance", Budget.ipc(20), **{**kw, "workdir": tmp_path / "r"})
+    assert rep3["dynamics_dir"] is None and rep3["dynamics_epochs_read"] == 0
+    assert not (tmp_path / "r" / "dynamics").exists() and rep3["class_counts"] == [20] * 10
 
 
 def test_run_coreset_tdds_protocol_weights_the_loss_by_normalised_scores(tmp_path):

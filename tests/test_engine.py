@@ -57,7 +57,7 @@ def _assert_same_dynamics(a, b) -> None:
 
 # --- options ---------------------------------------------------------------------------------------
 def test_engine_options_validate_and_record_themselves():
-    assert EngineOptions().as_dict() == {"path": "auto", "precision": None, "compile": False}
+    assert EngineOptions().as_dict() == {"path": "auto", "precision": "auto", "compile": "auto"}
     for bad in ({"path": "vmap"}, {"precision": "fp16"}, {"compile": "yes"}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             EngineOptions(**bad)
@@ -138,8 +138,9 @@ def test_evaluate_ensemble_path_on_cpu_agrees_with_sequential_without_augmentati
     train, test = digits
     sub = train.subset(random_per_class(train.labels, 5, seed=0))
     p = create_protocol("vico-dc", "digits", model=MODEL, epochs=30, batch_size=10)
-    ens = evaluate(sub, test, p, seeds=[7, 8, 9], options=EngineOptions(path="ensemble"))
-    seq = evaluate(sub, test, p, seeds=[7, 8, 9], options=EngineOptions(path="sequential"))
+    ens = evaluate(sub, test, p, seeds=[7, 8, 9],
+                   options=EngineOptions(path="ensemble", precision="fp32", compile=False))
+    seq = evaluate(sub, test, p, seeds=[7, 8, 9], options=EngineOptions.exact())
     assert ens.extra["path"] == "ensemble" and seq.extra["path"] == "sequential"
     assert ens.seeds == seq.seeds == (7, 8, 9)
     for a, b in zip(ens.accuracies, seq.accuracies):
@@ -174,7 +175,7 @@ def test_record_dynamics_on_a_soft_label_zca_set_is_the_old_shrink_loop(digits):
                       dataset="digits", method="KIP", space="zca", mean=train.mean, std=train.std, soft_labels=soft,
                       zca={"eps": 0.1, "fit": "normalized train"}).to_labeled()
     p = create_protocol("yoco", "digits", model=MODEL, epochs=3, batch_size=8)
-    dyn, model = record_dynamics(li, p, seed=4, return_model=True)
+    dyn, model = record_dynamics(li, p, seed=4, return_model=True, options=EngineOptions.exact())
     ref, ref_model = _reference_run(li, p, 4)
     _assert_same_dynamics(dyn, ref)
     for (name, a), b in zip(model.state_dict().items(), ref_model.state_dict().values()):
@@ -187,8 +188,10 @@ def test_record_dynamics_cached_run_returns_the_trained_model(tmp_path, digits):
     train, _ = digits
     small = train.subset(torch.arange(200))
     p = create_protocol("ccs", "digits", model=MODEL, epochs=2, batch_size=64)
-    dyn, model = record_dynamics(small, p, seed=2, out_dir=tmp_path / "d", return_model=True)
+    dyn, model = record_dynamics(small, p, seed=2, out_dir=tmp_path / "d", return_model=True,
+                                 options=EngineOptions.exact())
     again, loaded = record_dynamics(small, p, seed=2, out_dir=tmp_path / "d", return_model=True,
+                                    options=EngineOptions.exact(),
                                     progress=lambda e, t: pytest.fail("a finished run must not train"))
     _assert_same_dynamics(dyn, again)
     _assert_same_dynamics(dyn, _reference_run(small, p, 2)[0])
@@ -201,7 +204,7 @@ def test_goldfromores_scoring_run_is_record_dynamics_and_the_old_loop(digits):
     train, _ = digits
     data = train.subset(torch.arange(300))
     run = LossRun(epochs=3, model_kwargs={"width": 8, "depth": 2})
-    res = record_loss_run(data, run, seed=5, eval_after=(1,))
+    res = record_loss_run(data, run, seed=5, eval_after=(1,), options=EngineOptions.exact())
     x, y = data.normalized(), data.labels
     rec = DynamicsRecorder(len(data), 10, labels=y.numpy())
     net = seeded_model(lambda: create_model("convnet", num_classes=10, in_chans=1, img_size=8, width=8, depth=2), 5)

@@ -10,7 +10,7 @@ import torch
 from harness.augment import EnsembleDSA
 from harness.data import load_dataset
 from harness.engine.ensemble import can_ensemble, ensemble_accuracy, ensemble_cutmix, fit_ensemble
-from harness.engine.options import EngineOptions, choose_path
+from harness.engine.options import EngineOptions, bf16_supported, choose_path
 from harness.engine.protocol import create_protocol
 from harness.engine.trainer import Trainer, accuracy, seeded_model
 from harness.errors import ConfigError
@@ -116,7 +116,8 @@ def test_sequential_path_is_the_default_on_cpu_and_seeds_are_explicit(digits):
     # explicit seeds: the same runs, in the given order, aligned with the accuracies
     rev = evaluate(sub, test, p, seeds=[4, 3])
     assert rev.seeds == (4, 3) and rev.accuracies == ref.accuracies[::-1]
-    assert ref.extra["precision"] == "fp32" and ref.extra["compile"] is False
+    native = bf16_supported(torch.device("cpu"))  # the fast default: bf16 where native, no compile for 3 epochs
+    assert ref.extra["precision"] == ("bf16" if native else "fp32") and ref.extra["compile"] is False
     bf = evaluate(sub, test, p, runs=1, options=EngineOptions(precision="bf16"))
     assert bf.protocol["precision"] == bf.extra["precision"] in ("bf16", "fp32")
     with pytest.raises(ConfigError, match="seeds"):

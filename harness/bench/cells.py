@@ -26,6 +26,7 @@ from harness.bench.schema import (
     merge,
     parse_published,
 )
+from harness.data import get_spec
 from harness.engine.protocol import TrainProtocol, create_protocol
 from harness.errors import ConfigError
 from harness.io import config_hash, stable_json
@@ -185,7 +186,9 @@ def expand(spec: TableSpec, scale: str = "full") -> list[Cell]:
                 if row.label in row_over:
                     cfg = _merge_tracked(cfg, src, row_over[row.label], scale_path + ("row_overrides", row.label))
                 if cfg.get("dataset") in dataset_map:
-                    cfg["dataset"] = dataset_map[cfg["dataset"]]
+                    original, cfg["dataset"] = cfg["dataset"], dataset_map[cfg["dataset"]]
+                    if get_spec(cfg["dataset"]).copy_of != original:  # another dataset: no paper number applies
+                        published = None
                 src = {k: v for k, v in src.items() if k in cfg}
                 cell = Cell(spec.name, str(cfg.get("dataset", "")), row.label, col.label, cfg, scale, col.path, x,
                             published, follows=follows, sources=src)

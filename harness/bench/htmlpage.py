@@ -27,7 +27,7 @@ from __future__ import annotations
 import base64
 import json
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from html import escape
 from typing import Any
 
@@ -142,16 +142,23 @@ def _tally(values: Iterable[str]) -> list[tuple[str, int]]:
 
 
 def _engine_text(engine: Mapping[str, Any] | None) -> str:
+    """``requested → ran`` for path, precision and compile (older records hold only the requested values)."""
     if not engine:
         return "–"
-    path = str(engine.get("path", "?"))
-    ran = engine.get("path_run")
-    if ran and ran != path:
-        path = f"{path} → {ran}"
-    prec = engine.get("precision") or "protocol's precision"
-    other = [f"{k} {_json(v)}" for k, v in sorted(engine.items()) if k not in ("path", "path_run", "precision",
-                                                                               "compile")]
-    return ", ".join([path, str(prec), f"compile {'on' if engine.get('compile') else 'off'}", *other])
+
+    def pair(key: str, show: Callable[[Any], str]) -> str:
+        asked, ran = engine.get(key), engine.get(f"{key}_run")
+        if ran is None or ran == asked:
+            return show(asked)
+        return f"{show(asked)} → {show(ran)}"
+
+    shown = ("path", "path_run", "precision", "precision_run", "compile", "compile_run", "precision_reason",
+             "compile_reason")
+    other = [f"{k} {_json(v)}" for k, v in sorted(engine.items()) if k not in shown]
+    return ", ".join([pair("path", lambda v: str(v or "?")),
+                      pair("precision", lambda v: str(v or "protocol's precision")),
+                      "compile " + pair("compile", lambda v: v if isinstance(v, str) else ("on" if v else "off")),
+                      *other])
 
 
 def _versions_text(versions: Mapping[str, Any] | None) -> str:

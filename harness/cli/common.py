@@ -18,9 +18,10 @@ from pathlib import Path
 
 from condensed.set import is_condensed_dir
 from harness.data import get_spec
-from harness.engine.options import PATHS, PRECISIONS, EngineOptions
+from harness.engine.options import PATHS, PRECISION_CHOICES, EngineOptions
 from harness.errors import ConfigError
 from harness.io import atomic_write_json, check_output_dir, check_output_file, check_output_root, clean_leftovers
+from harness.progress import Progress, create_progress
 from harness.validate import check_values
 
 # --- typed option values: argparse ``type=`` helpers ------------------------------------------------
@@ -110,21 +111,59 @@ def common_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", type=device_arg, help="torch device (cpu, cuda, cuda:1 ...)")
 
 
+def _compile_arg(text: str) -> bool | str:
+    t = text.strip().lower()
+    if t == "auto":
+        return "auto"
+    if t in ("on", "true", "1", "yes"):
+        return True
+    if t in ("off", "false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected auto, on or off, got {text!r}")
+
+
 def engine_args(p: argparse.ArgumentParser) -> None:
-    """``--path`` / ``--precision`` / ``--compile``: how runs execute (:class:`harness.engine.EngineOptions`)."""
+    """``--path`` / ``--precision`` / ``--compile`` / ``--exact``: how runs execute
+    (:class:`harness.engine.EngineOptions`). The default is the fast path (bf16 where native, compile when the
+    run pays for it); ``--exact`` is fp32, eager and sequential: the protocol's numbers bit for bit."""
 
     g = p.add_argument_group("engine (how runs execute, never what they compute)")
-    g.add_argument("--path", default="auto", choices=list(PATHS),
-                   help="auto: vmap ensemble of the runs on CUDA, sequential on CPU; ensemble works on CPU too")
-    g.add_argument("--precision", default=None, choices=list(PRECISIONS),
-                   help="default: the protocol's (fp32); bf16 falls back to fp32 where not native")
-    g.add_argument("--compile", action="store_true", help="torch.compile the model (pays off for long runs)")
+    g.add_argument("--path", default=None, choices=list(PATHS),
+                   help="auto (default): vmap ensemble of the runs on CUDA, sequential on CPU; ensemble works on "
+                        "CPU too")
+    g.add_argument("--precision", default=None, choices=list(PRECISION_CHOICES),
+                   help="auto (default): bf16 autocast where the device has native bf16, else the protocol's "
+                        "(fp32); bf16 falls back to fp32 where not native")
+    g.add_argument("--compile", default=None, type=_compile_arg, metavar="{auto,on,off}",
+                   help="torch.compile the model: auto (default) when the run is long enough to pay for the "
+                        "compile (measured break-even), on, off")
+    g.add_argument("--exact", action="store_true",
+                   help="fp32, eager, sequential: the protocol's numbers bit for bit (slower); not combinable with "
+                        "--path/--precision/--compile")
 
 
-def engine_options(args: argparse.Namespace):
-    """The :class:`harness.engine.EngineOptions` of ``--path`` / ``--precision`` / ``--compile``."""
+def engine_options(args: argparse.Namespace) -> EngineOptions:
+    """The :class:`harness.engine.EngineOptions` of ``--path`` / ``--precision`` / ``--compile`` / ``--exact``."""
 
-    return EngineOptions(path=args.path, precision=args.precision, compile=bool(args.compile))
+    given = {k: getattr(args, k, None) for k in ("path", "precision", "compile")}
+    if getattr(args, "exact", False):
+        clash = [f"--{k}" for k, v in given.items() if v is not None]
+        if clash:
+            raise ConfigError(f"--exact fixes the engine (fp32, eager, sequential); drop {', '.join(clash)}")
+        return EngineOptions.exact()
+    return EngineOptions(**{k: v for k, v in given.items() if v is not None})
+
+
+def progress_args(p: argparse.ArgumentParser) -> None:
+    """``--quiet`` / ``--progress``: the progress display of a long command (on stderr; stdout keeps the results)."""
+    p.add_argument("--progress", default="auto", choices=["auto", "bar", "lines"],
+                   help="auto (default): a bar per phase on a terminal, else one line per finished phase")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def make_progress(args: argparse.Namespace) -> Progress:
+    """The :class:`harness.progress.Progress` of ``--progress`` / ``--quiet``."""
+    return create_progress("quiet" if getattr(args, "quiet", False) else getattr(args, "progress", "auto"))
 
 
 def parse_params(items: Sequence[str] | None, option: str = "--param") -> dict[str, object]:

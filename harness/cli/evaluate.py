@@ -16,8 +16,10 @@ from harness.cli.common import (
     common_data_args,
     engine_args,
     engine_options,
+    make_progress,
     nonneg_int,
     positive_int,
+    progress_args,
     seed_int,
     write_json_out,
 )
@@ -26,6 +28,7 @@ from harness.engine.protocol import TrainProtocol, create_protocol, list_protoco
 from harness.errors import ConfigError
 from harness.evaluate import EvalResult, evaluate, random_per_class
 from harness.io import git_revision, versions
+from harness.progress import EpochPhases
 from harness.validate import check_model_name
 
 
@@ -47,6 +50,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--out", default=None, help="write the result JSON here")
     engine_args(p)
+    progress_args(p)
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (1 is best on a shared CPU)")
     common_data_args(p)
     p.set_defaults(func=cmd_evaluate)
@@ -81,11 +85,14 @@ def _load_sets(path: Path, experiment: int | None):
 
 def _evaluator(args: argparse.Namespace):
     options = engine_options(args)
+    display = make_progress(args)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
-    def run(train, test, proto, *, seed: int, zca=None) -> EvalResult:
-        return evaluate(train, test, proto, runs=proto.runs, seed=seed, device=args.device, zca=zca, options=options)
+    def run(train, test, proto, *, seed: int, zca=None, name: str = "train") -> EvalResult:
+        with EpochPhases(display, name, runs=proto.runs) as cb:
+            return evaluate(train, test, proto, runs=proto.runs, seed=seed, device=args.device, zca=zca,
+                            options=options, progress=cb)
 
     return run
 
@@ -110,7 +117,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               f"space {sets[0].space}")
         for i, cs in enumerate(sets):
             li, zca = prepare_for_eval(cs, dataset, args.data_root, args.cache_dir)
-            r = evaluate(li, test, proto, seed=args.seed + 1000 * i, zca=zca)
+            r = evaluate(li, test, proto, seed=args.seed + 1000 * i, zca=zca,
+                         name=f"set {i + 1}/{len(sets)}" if len(sets) > 1 else "train")
             print(f"  set {i}: {r}")
             results.append(r)
         report["source"] = {"set": str(args.set), "checksums": [s.checksum() for s in sets]}

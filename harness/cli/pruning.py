@@ -16,9 +16,11 @@ from harness.cli.common import (
     engine_args,
     engine_options,
     keep_fraction,
+    make_progress,
     nonneg_int,
     parse_params,
     positive_int,
+    progress_args,
     prune_fraction,
     seed_int,
     write_json_out,
@@ -28,6 +30,7 @@ from harness.dynamics import FORMAT, LOCK, Dynamics, import_logit_dumps, record_
 from harness.engine.protocol import TrainProtocol, create_protocol
 from harness.errors import ConfigError, FormatError
 from harness.io import check_output_dir, read_meta_json
+from harness.progress import EpochPhases
 from harness.pruning import scores as S
 from harness.pruning.coreset import run_coreset
 from harness.pruning.recipes import RECIPES, list_recipes, parse_recipe, select_with_recipe
@@ -66,6 +69,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--keep-logits", action="store_true", help="also store full logits (epochs x N x C)")
     p.add_argument("--out", required=True, help="dynamics directory (resumed if it holds the same run)")
+    engine_args(p)
+    progress_args(p)
     common_data_args(p)
     p.set_defaults(func=cmd_dynamics)
 
@@ -114,6 +119,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--nproc", type=positive_int, default=None, help="processes (default: the GPUs, else 1)")
     g.add_argument("--num-workers", type=nonneg_int, default=4, help="DataLoader workers per process")
     g.add_argument("--img-size", type=positive_int, default=None, help="training resolution (default: the dataset's)")
+    progress_args(p)
     common_data_args(p)
     p.set_defaults(func=cmd_coreset)
 
@@ -208,8 +214,9 @@ def cmd_dynamics(args: argparse.Namespace) -> int:
     train = load_dataset(args.dataset, args.split, data_root=args.data_root, download=args.download,
                          cache_dir=args.cache_dir)
     print(f"{args.dataset}:{args.split} N={len(train)}; {proto.describe()}")
-    dyn = record_dynamics(train, proto, seed=args.seed, out_dir=args.out, device=args.device,
-                          keep_logits=args.keep_logits, progress=lambda e, t: print(f"epoch {e}/{t}", flush=True))
+    with EpochPhases(make_progress(args), "dynamics") as cb:
+        dyn = record_dynamics(train, proto, seed=args.seed, out_dir=args.out, device=args.device,
+                              keep_logits=args.keep_logits, progress=cb.epochs, options=engine_options(args))
     print(f"wrote {dyn}")
     return 0
 
@@ -344,7 +351,7 @@ def cmd_coreset(args: argparse.Namespace) -> int:
                   seed=args.seed, workdir=args.workdir, device=args.device, model=args.model,
                   epochs_dynamics=args.epochs_dynamics, epochs_train=args.epochs_train, runs=args.runs,
                   score_params=score_params, rule_opts=rule_opts, options=engine_options(args),
-                  cache_dir=args.cache_dir, download=args.download, progress=print)
+                  cache_dir=args.cache_dir, download=args.download, progress=make_progress(args))
     print(json.dumps(report, indent=2))
     write_json_out(args.out, report)
     return 0

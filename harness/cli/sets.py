@@ -25,9 +25,11 @@ from harness.cli.common import (
     common_data_args,
     engine_args,
     engine_options,
+    make_progress,
     nonneg_int,
     parse_params,
     positive_int,
+    progress_args,
     seed_int,
 )
 from harness.engine.protocol import create_protocol
@@ -75,6 +77,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--protocol", default="yoco", help="dynamics training protocol")
     s.add_argument("--seed", type=seed_int, default=0)
     engine_args(s)
+    progress_args(s)
     common_data_args(s)
     s.set_defaults(func=cmd_shrink)
 
@@ -155,7 +158,8 @@ def cmd_shrink(args: argparse.Namespace) -> int:
     runs_dynamics = args.runs_dynamics if args.runs_dynamics is not None else 1
     small = shrink(src, args.to_ipc, rule=args.rule, runs_dynamics=runs_dynamics, stop_epoch=args.stop_epoch,
                    topk=args.topk, epochs=args.epochs, protocol=args.protocol, seed=args.seed, device=args.device,
-                   data_root=args.data_root, cache_dir=args.cache_dir, options=engine_options(args))
+                   data_root=args.data_root, cache_dir=args.cache_dir, options=engine_options(args),
+                   progress=make_progress(args))
     small.save(out, overwrite=args.overwrite)
     print(f"wrote {args.out}: {small.method} IPC {src.ipc}x{src.factor ** 2} -> {small.ipc} "
           f"rule {args.rule}, per class {small.class_counts()}")
@@ -169,7 +173,7 @@ def _check_shrink_options(args: argparse.Namespace) -> None:
     trains = recipe.score is not None or recipe.rule == "kmeans"
     given = {"--runs-dynamics": args.runs_dynamics, "--epochs": args.epochs, "--stop-epoch": args.stop_epoch,
              "--topk": args.topk, "--path": None if args.path == "auto" else args.path,
-             "--precision": args.precision, "--compile": args.compile or None}
+             "--precision": args.precision, "--compile": args.compile, "--exact": args.exact or None}
     if args.path == "ensemble" and trains:
         raise ConfigError("--path ensemble: shrink's dynamics runs record one model at a time (sequential); "
                           "use --path auto or sequential")

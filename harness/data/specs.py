@@ -47,6 +47,7 @@ class DatasetSpec:
     folder: str = ""  # image-folder tree under the data root ({train,val}/<class>/...) that can be streamed
     classlist: str = ""  # the classes of ``folder`` this dataset uses ("" = every class folder)
     note: str = ""
+    copy_of: str = ""  # a re-encoded copy of this dataset (same images and labels): papers' numbers still apply
 
     @property
     def geometry(self) -> tuple[int, int, int]:
@@ -159,7 +160,8 @@ def _register_defaults() -> None:
     register_dataset(DatasetSpec(
         "cifar10-jpeg75", 10, 3, (32, 32), (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010),
         lambda root, split, download: formats.read_image_folder(root, split, folder="cifar10-jpeg75"),
-        jpeg_layout, note="JPEG q75 copy of CIFAR-10; class-major order; accuracies run a little low"))
+        jpeg_layout, note="JPEG q75 copy of CIFAR-10; class-major order; accuracies run a little low",
+        copy_of="cifar10"))
     tiny_layout = "<root>/tiny-imagenet-200/{train,val,wnids.txt} or <root>/tiny-imagenet-200*.tar.gz"
     register_dataset(DatasetSpec(
         "tinyimagenet", 200, 3, (64, 64), IMAGENET_MEAN, IMAGENET_STD,

@@ -19,7 +19,7 @@ scores: :func:`subset_weights` normalises them over the **whole** training set (
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from harness.errors import ConfigError
 from harness.evaluate import evaluate, model_input, run_seeds
 from harness.io import atomic_save_npy, atomic_write_json, config_hash
 from harness.models import embeddings
+from harness.progress import EpochPhases, Progress, or_quiet
 from harness.pruning.recipes import parse_recipe, recipe_scores, select_with_recipe
 from harness.pruning.scores import final_eval_from_dynamics, get_score, save_scores
 from harness.pruning.select import Budget, save_kept
@@ -82,7 +83,7 @@ def run_coreset(dataset: str, recipe: str, budget: Budget, *, data_root: str | P
                 epochs_dynamics: int | None = None, epochs_train: int | None = None, runs: int | None = None,
                 dynamics_overrides: dict | None = None, train_overrides: dict | None = None,
                 score_params: dict | None = None, rule_opts: dict | None = None, cache_dir: str | None = None,
-                download: bool = False, progress: Callable[[str], None] | None = None,
+                download: bool = False, progress: Progress | None = None,
                 seeds: Sequence[int] | None = None, options: EngineOptions | None = None) -> dict[str, Any]:
     """Run the coreset flow and return a JSON-able report (also written to ``coreset/<hash>/result.json``).
 
@@ -93,7 +94,8 @@ def run_coreset(dataset: str, recipe: str, budget: Budget, *, data_root: str | P
     ``options``: how the training runs execute (:class:`harness.engine.EngineOptions`): passed to
     :func:`harness.evaluate.evaluate`, and its precision / compile to the dynamics run.
     """
-    say = progress or (lambda msg: None)
+    display = or_quiet(progress)
+    say = display.note
     options = options or DEFAULT
     r, p_dyn, p_train = resolve_flow(dataset, recipe, protocol_dynamics, protocol_train, model=model,
                                      epochs_dynamics=epochs_dynamics, epochs_train=epochs_train,
@@ -106,15 +108,30 @@ def run_coreset(dataset: str, recipe: str, budget: Budget, *, data_root: str | P
     dyn_key = config_hash(dynamics_config(train, run_protocol(train, p_dyn, options=options, device=device),
                                           seed=seed))
     dyn_dir = workdir / "dynamics" / dyn_key
-    say(f"dynamics: {p_dyn.describe()} -> {dyn_dir}")
-    dyn, net = record_dynamics(train, p_dyn, seed=seed, out_dir=dyn_dir, device=device, options=options,
-                               return_model=True, progress=lambda e, t: say(f"dynamics epoch {e}/{t}"))
+    # train only what the selection reads: the epochs its score and rule read (the DUAL window ends at epoch T),
+    # the whole run when it needs the final model (k-means features, LossConverge's eval pass); a later recipe
+    # that needs more resumes the same recording
+    until = r.epochs_needed(p_dyn.total_epochs)
+    say(f"dynamics: {p_dyn.describe()} -> {dyn_dir}" + (f" (first {until} epochs: all the selection reads)"
+                                                        if until else ""))
+    net = None
+    if until == 0:  # random: reads no dynamics
+        dyn = None
+    elif until is None:
+        with EpochPhases(display, "dynamics") as cb:
+            dyn, net = record_dynamics(train, p_dyn, seed=seed, out_dir=dyn_dir, device=device, options=options,
+                                       return_model=True, progress=cb.epochs)
+    else:
+        with EpochPhases(display, "dynamics") as cb:
+            dyn = record_dynamics(train, p_dyn, seed=seed, out_dir=dyn_dir, device=device, options=options,
+                                  until_epoch=until, progress=cb.epochs)
+    labels = train.labels.numpy() if dyn is None else dyn.labels
     features = embeddings(net, model_input(train)).numpy() if r.rule == "kmeans" else None
     src = dyn  # a score of the final model (LossConverge) reads its eval pass, not the dynamics
     if r.score and get_score(r.score).needs == "final_eval":
         src = final_eval_from_dynamics(dyn, train, device=device)
     scores = recipe_scores(r, src)
-    kept = select_with_recipe(r, src if r.score else None, dyn.labels, budget, seed=seed, features=features,
+    kept = select_with_recipe(r, src if r.score else None, labels, budget, seed=seed, features=features,
                               num_classes=train.num_classes)
     run_cfg = {"dynamics": dyn_key, "recipe": r.describe(), "budget": [budget.kind, budget.value], "seed": seed,
                "train": p_train.as_dict(), "seeds": list(train_seeds), "engine": options.as_dict()}
@@ -127,14 +144,17 @@ def run_coreset(dataset: str, recipe: str, budget: Budget, *, data_root: str | P
         atomic_save_npy(out_dir / "weights.npy", weights)
     subset = train.subset(torch.from_numpy(kept))
     say(f"train on {len(kept)}/{len(train)}: {p_train.describe()}")
-    res = evaluate(subset, test, p_train, seeds=train_seeds, device=device, options=options,
-                   sample_weights=None if weights is None else torch.from_numpy(weights).float())
-    hist = np.bincount(dyn.labels[kept], minlength=train.num_classes).tolist()
+    with EpochPhases(display, "train on the subset", runs=len(train_seeds)) as cb:
+        res = evaluate(subset, test, p_train, seeds=train_seeds, device=device, options=options, progress=cb,
+                       sample_weights=None if weights is None else torch.from_numpy(weights).float())
+    hist = np.bincount(labels[kept], minlength=train.num_classes).tolist()
     report = {"dataset": dataset, "recipe": r.name, "recipe_detail": r.describe(), "budget": str(budget),
               "n_train": len(train), "n_kept": int(kept.size), "class_counts": hist, "seed": seed,
               "protocol_dynamics": p_dyn.describe(), "protocol_train": p_train.describe(),
               "train_steps": p_train.steps_for(int(kept.size)),
-              "dynamics_dir": str(dyn_dir), "out_dir": str(out_dir), "seeds": list(res.seeds),
+              "dynamics_dir": None if dyn is None else str(dyn_dir),
+              "dynamics_epochs_read": 0 if dyn is None else dyn.epochs, "out_dir": str(out_dir),
+              "seeds": list(res.seeds),
               "accuracies": list(res.accuracies), "mean": res.mean, "std": res.std,
               "engine": options.as_dict(), "ran": dict(res.extra)}
     atomic_write_json(out_dir / "result.json", report)

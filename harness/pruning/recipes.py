@@ -35,7 +35,7 @@ Defaults follow the reference code (``shared/reference/pruning-scores.md`` §2 "
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
@@ -79,6 +79,22 @@ class Recipe:
         ro = {**self.rule_opts, **(rule_opts or {})}
         return replace(self, score_params=sp, rule_opts=ro, **kw)
 
+    def epochs_needed(self, total_epochs: int | None = None) -> int | None:
+        """Epochs of a dynamics run (from its first) this recipe reads: its score's
+        (:meth:`harness.pruning.scores.ScoreSpec.epochs_needed` with the recipe's parameters) and its rule's
+        (:data:`RULE_EPOCHS`), the larger; None when either needs all epochs or the final model; 0 when it
+        reads no dynamics at all (``random``)."""
+        parts = []
+        if self.score:
+            parts.append(S.get_score(self.score).epochs_needed(self.score_params, total_epochs))
+        rule = RULE_EPOCHS.get(self.rule)
+        if rule is not None:
+            parts.append(rule(self))
+        if any(p is None for p in parts):
+            return None
+        out = max(parts, default=0)
+        return min(out, int(total_epochs)) if total_epochs is not None else out
+
     def describe(self) -> str:
         parts = [self.name, f"score={self.score or '-'}{dict(self.score_params) or ''}", f"rule={self.rule}"]
         if self.keep:
@@ -90,6 +106,20 @@ class Recipe:
 
 
 RECIPES: Registry[Recipe] = Registry("recipe")
+
+
+def _cutoff_epochs(r: Recipe) -> int | None:
+    key = r.rule_opts.get("cutoff_score")
+    return 0 if key is None else S.get_score(str(key)).epochs_needed()
+
+
+# What a selection rule reads from the dynamics run besides the recipe's scores, in epochs from the first (None: all
+# of them, or the final model). Rules not listed read nothing more.
+RULE_EPOCHS: Mapping[str, Callable[[Recipe], int | None]] = MappingProxyType({
+    "kmeans": lambda r: None,  # SSP: k-means on the final model's embeddings
+    "beta": lambda r: int(r.score_params.get("T", 30)),  # DUAL's mu: mean target probability over the first T epochs
+    "stratified": _cutoff_epochs,  # CCS: the cut-off score (AUM: all epochs; YOCO's EL2N: 10)
+})
 
 
 def register_recipe(recipe: Recipe) -> Recipe:

@@ -11,6 +11,9 @@ whatever the number of epochs. Each score declares its ``direction``:
 - ``high_hard``: a larger score means a harder (less typical, more informative) sample;
 - ``low_hard``: a smaller score means harder (AUM: low margin = hard / likely mislabelled).
 
+Each score also declares the epochs of a run it reads (:meth:`ScoreSpec.epochs_needed`): a run recorded only
+that far (:func:`harness.dynamics.record_dynamics` ``until_epoch``) gives the same score as a full-length one.
+
 Formulas and reference-code behaviours are from ``shared/reference/pruning-scores.md``.
 """
 
@@ -106,6 +109,9 @@ def final_eval_from_dynamics(dyn: Dynamics, train, *, device: str = "cpu") -> Fi
                       meta={"dynamics": str(d), "model": cfg["model"], "epochs": dyn.epochs})
 
 
+EpochsRead = Callable[[Mapping[str, Any]], "int | None"]
+
+
 @dataclass(frozen=True)
 class ScoreSpec:
     name: str
@@ -114,6 +120,7 @@ class ScoreSpec:
     paper: str
     doc: str
     needs: str = "dynamics"  # one of INPUTS
+    epochs: EpochsRead | None = None  # params (defaults filled in) -> epochs read from the start; None = all
 
     def __call__(self, dyn, **params) -> np.ndarray:
         return compute_score(self.name, dyn, **params)
@@ -122,12 +129,30 @@ class ScoreSpec:
         sig = inspect.signature(self.fn)
         return {k: p.default for k, p in list(sig.parameters.items())[1:] if p.kind == p.KEYWORD_ONLY}
 
+    def epochs_needed(self, params: Mapping[str, Any] | None = None, total_epochs: int | None = None) -> int | None:
+        """How many epochs of a run (from its first) this score reads with ``params``: an int (at most
+        ``total_epochs`` when given), or None when it needs them all or the final model (a window counted
+        from the end, the last epoch, an eval pass of the trained model)."""
+        if self.needs != "dynamics" or self.epochs is None:
+            return None
+        p = {**self.params(), **dict(params or {})}
+        _check_params(self, dict(params or {}))
+        e = self.epochs(p)
+        if e is None:
+            return None
+        e = int(e)
+        if e < 1:
+            raise ConfigError(f"score {self.name!r}: parameters {dict(params or {})} read no epoch")
+        return min(e, int(total_epochs)) if total_epochs is not None else e
+
 
 SCORES: Registry[ScoreSpec] = Registry("score")
 
 
-def register_score(name: str, *, direction: str, paper: str, needs: str = "dynamics"):
-    """``needs``: ``"dynamics"`` (a :class:`Dynamics` or a list of runs) or ``"final_eval"`` (a :class:`FinalEval`)."""
+def register_score(name: str, *, direction: str, paper: str, needs: str = "dynamics", epochs: EpochsRead | None = None):
+    """``needs``: ``"dynamics"`` (a :class:`Dynamics` or a list of runs) or ``"final_eval"`` (a :class:`FinalEval`).
+    ``epochs``: the parameters (defaults filled in) -> how many epochs from the first the score reads (None: all
+    of them, or the final model); default None."""
     if direction not in DIRECTIONS:
         raise ValueError(f"score {name}: direction {direction!r} not in {DIRECTIONS}")
     if needs not in INPUTS:
@@ -135,7 +160,7 @@ def register_score(name: str, *, direction: str, paper: str, needs: str = "dynam
 
     def deco(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
         fn.direction = direction  # type: ignore[attr-defined]
-        SCORES.register(name, ScoreSpec(name, fn, direction, paper, inspect.getdoc(fn) or "", needs))
+        SCORES.register(name, ScoreSpec(name, fn, direction, paper, inspect.getdoc(fn) or "", needs, epochs))
         return fn
 
     return deco
@@ -214,6 +239,17 @@ def _runs(dyn) -> list[Dynamics]:
     return runs
 
 
+def _upto(end: Any) -> int | None:
+    """Epochs read by a window ``[start, end)`` whose ``end`` counts from the first epoch (None / negative: from
+    the last one, so all epochs)."""
+    return None if end is None or int(end) < 0 else int(end)
+
+
+def _window_end(p: Mapping[str, Any]) -> int | None:
+    """A window ``[start, end)``: a negative ``start`` counts from the last epoch, so the run must be whole."""
+    return None if int(p["start"]) < 0 else _upto(p["end"])
+
+
 def _one(dyn) -> Dynamics:
     if isinstance(dyn, (list, tuple)):
         if len(dyn) != 1:
@@ -223,7 +259,8 @@ def _one(dyn) -> Dynamics:
 
 
 # --- scores ---------------------------------------------------------------------------------------
-@register_score("forgetting", direction="high_hard", paper="Toneva et al., ICLR 2019; CCS (Zheng et al., ICLR 2023)")
+@register_score("forgetting", direction="high_hard", paper="Toneva et al., ICLR 2019; CCS (Zheng et al., ICLR 2023)",
+                epochs=_window_end)
 def forgetting(dyn, *, never_learned: str = "zero", start: int = 0, end: int | None = None) -> np.ndarray:
     """Forgetting events: sum_t 1[correct_{t-1} = 1 and correct_t = 0] over epochs [start, end).
 
@@ -249,7 +286,8 @@ def forgetting(dyn, *, never_learned: str = "zero", start: int = 0, end: int | N
     return events
 
 
-@register_score("el2n", direction="high_hard", paper="Paul et al., NeurIPS 2021; CCS generate_importance_score.EL2N")
+@register_score("el2n", direction="high_hard", paper="Paul et al., NeurIPS 2021; CCS generate_importance_score.EL2N",
+                epochs=_window_end)
 def el2n(dyn, *, start: int = 0, end: int | None = 10, reduce: str = "sum") -> np.ndarray:
     """EL2N: sum (``reduce="sum"``, CCS/YOCO) or mean over epochs [start, end) of ||softmax(z) - onehot(y)||_2.
 
@@ -270,7 +308,8 @@ def el2n(dyn, *, start: int = 0, end: int | None = 10, reduce: str = "sum") -> n
     return np.mean(out, axis=0)
 
 
-@register_score("aum", direction="low_hard", paper="Pleiss et al., NeurIPS 2020; CCS accumulated_margin")
+@register_score("aum", direction="low_hard", paper="Pleiss et al., NeurIPS 2020; CCS accumulated_margin",
+                epochs=_window_end)
 def aum(dyn, *, margin: str = "prob", reduce: str = "sum", start: int = 0, end: int | None = None) -> np.ndarray:
     """Area under the margin over epochs [start, end).
 
@@ -289,7 +328,8 @@ def aum(dyn, *, margin: str = "prob", reduce: str = "sum", start: int = 0, end: 
     return acc / (e - s) if reduce == "mean" else acc
 
 
-@register_score("entropy", direction="high_hard", paper="Coleman et al., ICLR 2020 (SVP); CCS/DUAL entropy")
+@register_score("entropy", direction="high_hard", paper="Coleman et al., ICLR 2020 (SVP); CCS/DUAL entropy",
+                epochs=lambda p: None if int(p["epoch"]) < 0 else int(p["epoch"]) + 1)
 def entropy(dyn, *, epoch: int = -1) -> np.ndarray:
     """Prediction entropy -sum_c p_c log(p_c + 1e-10) at one epoch (default the last), training-time outputs.
 
@@ -302,7 +342,7 @@ def entropy(dyn, *, epoch: int = -1) -> np.ndarray:
     return np.asarray(dyn.stat("entropy")[s], dtype=np.float64)
 
 
-@register_score("loss", direction="high_hard", paper="training loss (CCS data-score 'loss')")
+@register_score("loss", direction="high_hard", paper="training loss (CCS data-score 'loss')", epochs=_window_end)
 def loss(dyn, *, start: int = -1, end: int | None = None) -> np.ndarray:
     """Mean cross-entropy loss over epochs [start, end) (default: the last epoch). High = hard."""
     dyn = _one(dyn)
@@ -336,7 +376,8 @@ def loss(dyn, *, start: int = -1, end: int | None = None) -> np.ndarray:
 #   epochs 0.710 / 0.743 / 0.727 (s), over 4 / 8 epochs 0.710 / 0.664 (the recipes formerly used a 10-epoch
 #   mean); the eval-mode loss after 1 / 2 epochs 0.710 / 0.601; the untrained model's 0.153. Hence the
 #   2-epoch mean. Their CIFAR-100 LossInit (mean 4.658 ~ ln 100) also says "barely trained".
-@register_score("loss_init", direction="high_hard", paper="GoldFromOres (Xu et al., ECCV 2024): LossInit")
+@register_score("loss_init", direction="high_hard", paper="GoldFromOres (Xu et al., ECCV 2024): LossInit",
+                epochs=lambda p: int(p["epochs"]))
 def loss_init(dyn, *, epochs: int = 2) -> np.ndarray:
     """GoldFromOres LossInit: mean training-time cross-entropy over the first ``epochs`` epochs (default 2).
 
@@ -381,7 +422,8 @@ def _topk_epochs(dyn: Dynamics, stop_epoch: int, k: int, by: str) -> list[int]:
     return sorted(int(e) for e in order[:k])
 
 
-@register_score("lbpe", direction="high_hard", paper="YOCO (He et al., NeurIPS 2023): LBPE_top{K}")
+@register_score("lbpe", direction="high_hard", paper="YOCO (He et al., NeurIPS 2023): LBPE_top{K}",
+                epochs=lambda p: _upto(p["stop_epoch"]))
 def lbpe(dyn, *, stop_epoch: int | None = None, k: int = 10, by: str = "correct") -> np.ndarray:
     """YOCO LBPE: sum over the K epochs e < stop_epoch with the most correctly classified training
     samples (``by="loss"``: lowest mean loss) of ||softmax(z_e) - onehot(y)||_2.
@@ -403,7 +445,7 @@ def lbpe(dyn, *, stop_epoch: int | None = None, k: int = 10, by: str = "correct"
     return np.mean(out, axis=0)
 
 
-@register_score("tdds", direction="high_hard", paper="TDDS (Zhang et al., CVPR 2024)")
+@register_score("tdds", direction="high_hard", paper="TDDS (Zhang et al., CVPR 2024)", epochs=lambda p: int(p["T"]))
 def tdds(dyn, *, T: int = 30, J: int = 10, beta: float = 0.9) -> np.ndarray:
     """TDDS: for windows k = 0..T-J over epochs [k, k+J-1], d_{k,j} = kl_prev at epoch k+j+1 (j = 0..J-2),
     i.e. sum_c |p_{k+j+1,c}(log p_{k+j+1,c} - log p_{k+j,c})|; s_k = ||d_k - mean_j d_k||_2 over the J-1
@@ -446,7 +488,8 @@ def _window_unc(dyn: Dynamics, T: int, J: int, difficulty: bool) -> np.ndarray:
     return acc / count
 
 
-@register_score("dual", direction="high_hard", paper="DUAL (Cho et al., arXiv 2502.06905)")
+@register_score("dual", direction="high_hard", paper="DUAL (Cho et al., arXiv 2502.06905)",
+                epochs=lambda p: int(p["T"]))
 def dual(dyn, *, T: int = 30, J: int = 10) -> np.ndarray:
     """DUAL = mean over windows k = 0..T-J of 10 * std_{t in [k, k+J)} p_{t,y} * (1 - mean_{t in [k, k+J)} p_{t,y}),
     std unbiased (ddof 1). Uncertainty x difficulty over the first T epochs (CIFAR T=30; ImageNet T=60).
@@ -459,7 +502,8 @@ def dual(dyn, *, T: int = 30, J: int = 10) -> np.ndarray:
     return _window_unc(dyn, T, J, True)
 
 
-@register_score("dynunc", direction="high_hard", paper="Dyn-Unc (He et al., CVPR 2024) as in DUAL's code")
+@register_score("dynunc", direction="high_hard", paper="Dyn-Unc (He et al., CVPR 2024) as in DUAL's code",
+                epochs=lambda p: _upto(p["T"]))
 def dynunc(dyn, *, T: int | None = None, J: int = 10) -> np.ndarray:
     """Dyn-Unc: mean over windows of 10 * std_{t in [k, k+J)} p_{t,y} (DUAL without the (1 - mean) factor),
     over all recorded epochs by default (``T=None``). High = uncertain."""

@@ -18,7 +18,8 @@ Layout under ``workdir``::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from harness.engine.protocol import TrainProtocol
 from harness.errors import ConfigError
 from harness.evaluate import run_seeds
 from harness.io import atomic_write_json, config_hash
+from harness.progress import Progress, or_quiet
 from harness.pruning.coreset import resolve_flow
 from harness.pruning.recipes import recipe_scores, select_with_recipe
 from harness.pruning.scores import save_scores
@@ -79,17 +81,18 @@ def run_coreset_streaming(dataset: str, recipe: str, budget: Any, *, data_root: 
                           train_overrides: dict | None = None, score_params: dict | None = None,
                           rule_opts: dict | None = None, nproc: int | None = None, num_workers: int = 4,
                           img_size: int | None = None, augment: str | None = None,
-                          progress: Callable[[str], None] | None = None, seeds: Sequence[int] | None = None,
+                          progress: Progress | None = None, seeds: Sequence[int] | None = None,
                           options: EngineOptions | None = None, **_: Any) -> dict[str, Any]:
     """Run the coreset flow on a streamed dataset; returns (and writes) the same report as ``run_coreset``.
 
     ``nproc``: processes (default: the number of GPUs, else 1). ``img_size``: the training resolution
     (default: the dataset's, 224 for ImageNet). ``seeds``: the subset-training runs' seeds (default
-    ``seed .. seed + runs - 1``). ``options``: the precision applies to both protocols (bf16 is refused by
-    the streamed trainer); ``compile`` and the vmap ensemble are not available under DDP and are refused.
+    ``seed .. seed + runs - 1``). ``options``: an explicit precision applies to both protocols (bf16 is refused
+    by the streamed trainer; ``auto`` keeps the protocol's, fp32); ``compile=True`` and the vmap ensemble are not
+    available under DDP and are refused (``compile="auto"`` runs eager).
     Other keyword arguments of ``run_coreset`` (``device``, ``cache_dir``, ``download``) do not apply.
     """
-    say = progress or (lambda msg: None)
+    say = or_quiet(progress).note
     r, p_dyn, p_train = resolve_flow(dataset, recipe, protocol_dynamics, protocol_train, model=model,
                                      epochs_dynamics=epochs_dynamics, epochs_train=epochs_train,
                                      dynamics_overrides=dynamics_overrides, train_overrides=train_overrides,
@@ -97,8 +100,10 @@ def run_coreset_streaming(dataset: str, recipe: str, budget: Any, *, data_root: 
     if r.rule == "kmeans":
         raise ConfigError(f"recipe {r.name}: feature-based rules (k-means) are not available on streamed data")
     options = options or DEFAULT
-    if options.compile or options.path == "ensemble":
-        raise ConfigError("streamed datasets train under DDP: --compile and --path ensemble are not available")
+    if options.compile is True or options.path == "ensemble":
+        raise ConfigError("streamed datasets train under DDP: --compile on and --path ensemble are not available")
+    if options.precision == "auto":  # the streamed trainer runs the protocol's precision (fp32) only
+        options = replace(options, precision=None)
     cuda = torch.cuda.is_available()
     p_dyn = resolve_precision(p_dyn, options, "cuda" if cuda else "cpu")[0]
     p_train = resolve_precision(p_train, options, "cuda" if cuda else "cpu")[0]

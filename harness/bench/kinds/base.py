@@ -41,6 +41,7 @@ from harness.engine.protocol import TrainProtocol, create_protocol
 from harness.errors import ConfigError
 from harness.evaluate import evaluate
 from harness.io import config_hash, stable_json
+from harness.progress import LineProgress, Progress
 from harness.registry import Registry, UnknownNameError
 from harness.validate import check_values
 
@@ -108,6 +109,21 @@ class RunContext:
 
     def say(self, msg: str) -> None:
         self.log.info("%s", msg)
+
+    @property
+    def progress(self) -> Progress:
+        """The flows' progress display for a cell: one log line per finished phase and per note (the runner
+        draws the table's own bar)."""
+        return _LogProgress(self.log)
+
+
+class _LogProgress(LineProgress):
+    def __init__(self, log: logging.Logger) -> None:
+        super().__init__()
+        self.log = log
+
+    def write(self, line: str) -> None:
+        self.log.info("%s", line)
 
 
 # --- typed configs ----------------------------------------------------------------------------------
@@ -351,10 +367,15 @@ def groups(runs: Sequence[Run], key: Callable[[Run], Any]) -> list[tuple[Any, li
 
 # --- evaluation ---------------------------------------------------------------------------------------
 def engine_record(options: EngineOptions, extra: Mapping[str, Any] | None) -> dict[str, Any]:
-    """How a run was computed: the requested engine options and the path that ran."""
+    """How a run was computed: the requested engine options and what ran (``path_run``, ``precision_run``,
+    ``compile_run``, resolved, with the reasons :func:`harness.evaluate.evaluate` gave)."""
     out = dict(options.as_dict())
-    if extra and "path" in extra:
-        out["path_run"] = extra["path"]
+    ran = {"path": "path_run", "precision": "precision_run", "compile": "compile_run"}
+    for key, value in (extra or {}).items():
+        if key in ran:
+            out[ran[key]] = value
+        elif key in ("precision_reason", "precision_fallback", "compile_reason", "path_fallback"):
+            out[key] = value
     return out
 
 

@@ -124,7 +124,7 @@ class Coreset(CellKind):
                       protocol_train=config.protocol, workdir=workdir, model=config.model,
                       epochs_dynamics=config.dynamics_epochs, dynamics_overrides=config.dynamics_overrides or None,
                       train_overrides=config.protocol_overrides, score_params=config.score_params,
-                      rule_opts=config.rule_opts, progress=ctx.say)
+                      rule_opts=config.rule_opts, progress=ctx.progress)
         if config.streaming:
             for r in runs:
                 report = run_coreset_streaming(ds, config.recipe, config.budget, seed=r.seed, runs=1,
