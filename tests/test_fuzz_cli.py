@@ -268,11 +268,17 @@ def test_coreset_and_evaluate_pass_engine_options_through(world: Path) -> None:
     with mock.patch("harness.cli.pruning.run_coreset", fake):
         rc, _, _ = run(["coreset", "--dataset", "digits", "--recipe", "el2n", "--keep", "0.5", "--path", "ensemble",
                         "--precision", "bf16", "--workdir", world / "wd"])
-    assert rc == 130 and seen["options"].as_dict() == {"path": "ensemble", "precision": "bf16", "compile": False}
+    assert rc == 130 and seen["options"].as_dict() == {"path": "ensemble", "precision": "bf16", "compile": "auto"}
     seen.clear()
     with mock.patch("harness.cli.evaluate.evaluate", fake):
         rc, _, _ = run(["evaluate", "--dataset", "digits", "--ipc", "1", "--compile", "--path", "sequential"])
-    assert rc == 130 and seen["options"].as_dict() == {"path": "sequential", "precision": None, "compile": True}
+    assert rc == 130 and seen["options"].as_dict() == {"path": "sequential", "precision": "auto", "compile": True}
+    seen.clear()
+    with mock.patch("harness.cli.evaluate.evaluate", fake):
+        rc, _, _ = run(["evaluate", "--dataset", "digits", "--ipc", "1", "--exact"])
+    assert rc == 130 and seen["options"].as_dict() == {"path": "sequential", "precision": "fp32", "compile": False}
+    rc, _, e = run(["evaluate", "--dataset", "digits", "--ipc", "1", "--exact", "--compile", "on"])
+    assert rc == 2 and "--exact" in e and "--compile" in e
     rc, _, e = run(["evaluate", "--dataset", "digits", "--ipc", "1", "--path", "vmap"])
     assert rc == 2 and "--path" in e
 

@@ -134,9 +134,9 @@ def engine_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", default=None, choices=list(PRECISION_CHOICES),
                    help="auto (default): bf16 autocast where the device has native bf16, else the protocol's "
                         "(fp32); bf16 falls back to fp32 where not native")
-    g.add_argument("--compile", default=None, type=_compile_arg, metavar="{auto,on,off}",
+    g.add_argument("--compile", default=None, type=_compile_arg, nargs="?", const=True, metavar="{auto,on,off}",
                    help="torch.compile the model: auto (default) when the run is long enough to pay for the "
-                        "compile (measured break-even), on, off")
+                        "compile (measured break-even), on (also a bare --compile), off")
     g.add_argument("--exact", action="store_true",
                    help="fp32, eager, sequential: the protocol's numbers bit for bit (slower); not combinable with "
                         "--path/--precision/--compile")
