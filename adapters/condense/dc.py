@@ -21,11 +21,19 @@ and BN is then frozen (eval mode) for the matching.
 IPC; **our rule: use the loops of the nearest listed IPC (ties go to the smaller one)**, so every
 IPC above 50 gets (50, 10), as the maintainers suggest in VICO issue #2. ``outer_loop`` and
 ``inner_loop`` in :class:`DCConfig` override the rule.
+
+Engine (:class:`adapters.condense.base.CondenseEngine`): ``bf16`` runs every network forward/backward of the
+iteration under autocast (logits, the cross-entropy, the parameter gradients, the distance and the image
+gradient stay fp32); ``compile`` compiles the network's forward once per run for the real-batch gradients and
+the inner-loop training (the synthetic branch needs ``create_graph`` double backward, which compiled graphs do
+not support, so it runs the same parameters eagerly). Under bf16, one-input-channel convolutions (grey images'
+first layer) stay fp32 (:func:`adapters.condense.base.fp32_thin_convs`: more precise and, on CPU, faster). The
+classes are matched one by one (their gradients are taken separately), as in ``main.py`` lines 178-198.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -37,7 +45,6 @@ from adapters.condense.base import (
     CondenseContext,
     Condenser,
     bn_warmup,
-    class_ce,
     new_generator,
     real_init,
     register_condenser,
@@ -86,6 +93,11 @@ def match_loss(gw_syn: Sequence[torch.Tensor], gw_real: Sequence[torch.Tensor], 
     raise ConfigError(f"dis_metric {metric!r}: expected one of {DIS_METRICS}")
 
 
+def _ce(fwd: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, c: int) -> torch.Tensor:
+    """CE of class ``c`` on fp32 logits (a no-op cast in fp32: the exact path's numbers are unchanged)."""
+    return F.cross_entropy(fwd(x).float(), torch.full((x.shape[0],), c, dtype=torch.long, device=x.device))
+
+
 @dataclass(frozen=True)
 class DCConfig(CondenseConfig):
     iterations: int = 1000
@@ -114,6 +126,19 @@ class DC(Condenser):
 
     config_cls = DCConfig
     use_dsa = False
+    engine_support = True
+
+    def run_flops(self, ctx: CondenseContext) -> float | None:
+        """Per outer round and class: real forward + backward (3x) and synthetic forward + double backward (~6x);
+        per inner epoch: training on the synthetic set (3x)."""
+        f = self.sample_flops(ctx)
+        if f is None:
+            return None
+        outer, inner = self.loops(ctx)
+        real = sum(min(ctx.config.batch_real, int(i.numel())) for i in ctx.class_idx)
+        n_syn = ctx.num_classes * ctx.ipc
+        per_it = outer * (3 * real + 6 * n_syn) + (outer - 1) * inner * 3 * n_syn
+        return float(f) * ctx.config.iterations * per_it
 
     def loops(self, ctx: CondenseContext) -> tuple[int, int]:
         cfg = ctx.config
@@ -135,24 +160,31 @@ class DC(Condenser):
         return (dsa(real, new_generator(ctx.device, s), siamese=True),
                 dsa(syn, new_generator(ctx.device, s), siamese=True))
 
-    def class_losses(self, ctx: CondenseContext, net: nn.Module, syn: torch.Tensor, g: torch.Generator
-                     ) -> torch.Tensor:
-        """sum_c D(grad real_c, grad syn_c) for the current net (graph kept through syn)."""
+    def class_losses(self, ctx: CondenseContext, net: nn.Module, syn: torch.Tensor, g: torch.Generator,
+                     fwd: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """sum_c D(grad real_c, grad syn_c) for the current net (graph kept through syn). ``fwd``: the forward
+        used for the real batches (the compiled one of ``ctx.network``; default ``net``)."""
         params = [p for p in net.parameters() if p.requires_grad]
         metric = ctx.config.dis_metric
+        if metric == "ours" and not ctx.engine.is_exact:  # 1-D parameters add exactly 0 to D: skip their gradients
+            params = [p for p in params if p.ndim > 1]
+        fwd = fwd if fwd is not None else net
         loss = syn.new_zeros(())
         for c in range(ctx.num_classes):
             img_real = ctx.real_batch(c, ctx.config.batch_real, g)
             img_syn = syn[c * ctx.ipc:(c + 1) * ctx.ipc]
             img_real, img_syn = self._augment_pair(ctx, img_real, img_syn, g)
-            gw_real = [t.detach() for t in torch.autograd.grad(class_ce(net, img_real, c), params)]
-            gw_syn = torch.autograd.grad(class_ce(net, img_syn, c), params, create_graph=True)
+            with ctx.autocast():
+                gw_real = [t.detach() for t in torch.autograd.grad(_ce(fwd, img_real, c), params)]
+                gw_syn = torch.autograd.grad(_ce(net, img_syn, c), params, create_graph=True)
             loss = loss + match_loss(gw_syn, gw_real, metric)
         return loss
 
     def train_net_on_syn(self, ctx: CondenseContext, net: nn.Module, opt: torch.optim.Optimizer,
-                         syn: torch.Tensor, epochs: int, g: torch.Generator) -> None:
+                         syn: torch.Tensor, epochs: int, g: torch.Generator,
+                         fwd: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         """VICO ``epoch('train', ...)`` on the synthetic set (DSA: per-sample, non-siamese augmentation)."""
+        fwd = fwd if fwd is not None else net
         x, y = syn.detach(), ctx.labels().to(ctx.device)
         dsa = DSA(ctx.dsa_strategy()) if self.use_dsa else None
         bs = ctx.config.batch_train
@@ -162,34 +194,35 @@ class DC(Condenser):
             for s in range(0, x.shape[0], bs):
                 idx = order[s:s + bs]
                 xb = dsa(x[idx], g) if dsa is not None else x[idx]
-                loss = F.cross_entropy(net(xb), y[idx])
+                with ctx.autocast():
+                    loss = F.cross_entropy(fwd(xb).float(), y[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
 
     def step(self, ctx: CondenseContext, syn: torch.Tensor, opt: torch.optim.Optimizer, g: torch.Generator,
              seed: int) -> float:
-        net = ctx.build_model(seed)
+        net, fwd = ctx.network(seed, fp32_grey_input=True)
         net.train()
         opt_net = torch.optim.SGD(net.parameters(), lr=ctx.config.lr_net)
         outer, inner = self.loops(ctx)
         total = 0.0
         for ol in range(outer):
             bn_warmup(net, ctx, g, ctx.config.bn_per_class)
-            loss = self.class_losses(ctx, net, syn, g)
+            loss = self.class_losses(ctx, net, syn, g, fwd)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += float(loss.detach())
             if ol == outer - 1:
                 break
-            self.train_net_on_syn(ctx, net, opt_net, syn, inner, g)
+            self.train_net_on_syn(ctx, net, opt_net, syn, inner, g, fwd)
         return total / (outer * ctx.num_classes)
 
     def probe_loss(self, ctx: CondenseContext, syn: torch.Tensor, seed: int) -> float:
         """Per-class mean matching loss under one fresh net from ``seed`` (no updates)."""
-        net = ctx.build_model(seed)
+        net, fwd = ctx.network(seed, fp32_grey_input=True)
         net.train()
         g = new_generator(ctx.device, seed)
         bn_warmup(net, ctx, g, ctx.config.bn_per_class)
-        return float(self.class_losses(ctx, net, syn.detach().requires_grad_(True), g).detach()) / ctx.num_classes
+        return float(self.class_losses(ctx, net, syn.detach().requires_grad_(True), g, fwd).detach()) / ctx.num_classes

@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
 from adapters.condense import PrePrune, create_condenser, list_condensers
 from harness.cli.common import (
     check_out_root,
     check_set_out,
     checked_params,
     common_data_args,
+    engine_args,
+    engine_options,
     keep_fraction,
     nonneg_int,
     positive_int,
@@ -47,7 +51,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "file index-aligned with our dataset order")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="any config field, e.g. lr_img=0.5")
     p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (1 is best on a shared CPU)")
     common_data_args(p)
+    engine_args(p)
     p.set_defaults(func=run_condense)
 
 
@@ -60,6 +66,7 @@ def run_condense(args: argparse.Namespace) -> int:
             if Path(d).resolve() == out or out in Path(d).resolve().parents:
                 raise ConfigError(f"{option} {d}: inside --out {args.out}, which is replaced by the set; "
                                   "keep it elsewhere")
+    engine = engine_options(args)  # --exact with --path/--precision/--compile: refused before any work
     cond = create_condenser(args.method)
     get_spec(args.dataset)
     overrides = checked_params(cond.config_cls, args.param)  # names, types, ranges: before any work
@@ -82,6 +89,8 @@ def run_condense(args: argparse.Namespace) -> int:
             raise ConfigError(f"--drop-scores {args.drop_scores}: no such file (expected 'authors' or a .json/.npy)")
     elif args.drop_ratio is not None or args.keep_ratio is not None or args.drop_scores is not None:
         raise ConfigError("--drop-ratio/--keep-ratio/--drop-scores need --drop-criterion")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     real = load_dataset(args.dataset, "train", data_root=args.data_root, download=args.download,
                         cache_dir=args.cache_dir)
 
@@ -91,7 +100,10 @@ def run_condense(args: argparse.Namespace) -> int:
             print(f"[{args.method}] {done}/{total} loss {info['loss']:.4f}{extra}", flush=True)
 
     cs = cond.condense(real, args.ipc, cfg, pre_prune=pre, seed=args.seed, device=args.device,
-                       checkpoint_dir=args.checkpoint_dir, progress=progress, score_cache=args.score_cache)
+                       checkpoint_dir=args.checkpoint_dir, progress=progress, score_cache=args.score_cache,
+                       engine=engine)
     cs.save(out, overwrite=args.overwrite)
-    print(f"wrote {args.out} ({cs.images.shape[0]} images, {cs.method}, ipc {cs.ipc}, factor {cs.factor})")
+    eng = cs.provenance.get("engine", {})
+    print(f"wrote {args.out} ({cs.images.shape[0]} images, {cs.method}, ipc {cs.ipc}, factor {cs.factor}; "
+          f"engine {eng.get('path')}/{eng.get('precision')}/{'compiled' if eng.get('compile') else 'eager'})")
     return 0
