@@ -251,17 +251,15 @@ class CondenseContext:
         """
         net = self.build_model(seed)
         fp32_convs = fp32_grey_input and self.engine.precision == "bf16"
-        if fp32_convs:
-            self.engine.notes.setdefault("fp32_layers", "convolutions with one input channel (fp32_thin_convs)")
         if not self.engine.compile:
-            if fp32_convs:
-                fp32_thin_convs(net)
+            if fp32_convs and fp32_thin_convs(net):
+                self.engine.notes.setdefault("fp32_layers", FP32_LAYERS_NOTE)
             return net, _method(net, fn)
         worker = self._workers.get("net")
         if worker is None:
             self._workers["net"] = worker = net
-            if fp32_convs:
-                fp32_thin_convs(worker)
+            if fp32_convs and fp32_thin_convs(worker):
+                self.engine.notes.setdefault("fp32_layers", FP32_LAYERS_NOTE)
         else:
             worker.load_state_dict(net.state_dict())
         if fn not in self._workers:
@@ -588,12 +586,17 @@ def real_init(ctx: CondenseContext, g: torch.Generator, n_per_class: int) -> lis
     return out
 
 
+FP32_LAYERS_NOTE = "convolutions with one input channel run fp32 (fp32_thin_convs)"
+
+
 def fp32_thin_convs(net: nn.Module) -> int:
     """Run every ``nn.Conv2d`` of ``net`` with one input channel (grey images' first layer) in fp32 under bf16
     autocast (its ``forward`` wrapped on the instance; parameters and state dict unchanged). More precise, and
     faster for gradient matching: oneDNN's bf16 weight-gradient kernel for one input channel is slower than the
     fp32 one (issue 14, 2-core EPYC VM, 1 thread, 256 images 28x28 -> 128 channels: 0.135 s bf16 against 0.057 s
-    fp32; forward 0.098 s against 0.148 s). Returns how many layers were changed."""
+    fp32; forward 0.098 s against 0.148 s). In DC on MNIST (ConvNet-3, compiled, bf16, 1 thread, interleaved in one
+    process) an outer round of matching took 8.8 s instead of 10.3 s, an inner epoch 0.31 s instead of 0.33 s.
+    Returns how many layers were changed."""
     changed = 0
     for m in net.modules():
         if isinstance(m, nn.Conv2d) and m.in_channels == 1:

@@ -27,8 +27,9 @@ iteration under autocast (logits, the cross-entropy, the parameter gradients, th
 gradient stay fp32); ``compile`` compiles the network's forward once per run for the real-batch gradients and
 the inner-loop training (the synthetic branch needs ``create_graph`` double backward, which compiled graphs do
 not support, so it runs the same parameters eagerly). Under bf16, one-input-channel convolutions (grey images'
-first layer) stay fp32 (:func:`adapters.condense.base.fp32_thin_convs`: more precise and, on CPU, faster). The
-classes are matched one by one (their gradients are taken separately), as in ``main.py`` lines 178-198.
+first layer) stay fp32 (:func:`adapters.condense.base.fp32_thin_convs`: oneDNN's bf16 weight gradient is slower
+there; more precise too). The classes are matched one by one (their gradients are taken separately), as in
+``main.py`` lines 178-198.
 """
 
 from __future__ import annotations
