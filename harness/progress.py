@@ -203,5 +203,37 @@ class EpochPhases(AbstractContextManager):
         return None
 
 
+class IterationPhases(AbstractContextManager):
+    """A step callback ``cb(done, total, info)`` (:meth:`adapters.condense.base.Condenser.condense`'s ``progress``)
+    as one phase: ``done`` of ``total`` iterations, the latest ``loss`` and ``val_acc`` of ``info`` beside it.
+    A run whose first report is past iteration 1 resumed from a checkpoint, and says so. The phase finishes at
+    its last iteration or when the ``with`` block ends."""
+
+    def __init__(self, progress: Progress | None, name: str, unit: str = "iteration") -> None:
+        self.progress, self.name, self.unit = or_quiet(progress), name, unit
+        self._phase: Phase | None = None
+
+    def __call__(self, done: int, total: int, info: dict[str, Any]) -> None:
+        postfix = {k: info[k] for k in ("loss", "val_acc") if k in info}
+        if self._phase is None:
+            self._phase = self.progress.phase(self.name, total, self.unit)
+            self._phase.__enter__()
+            if done > 1:
+                self.progress.note(f"{self.name}: resumed after {self.unit} {done - 1} of {total} (checkpoint)")
+                self._phase.set(done - 1)
+        self._phase.set(done, **postfix)
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self._phase is not None:
+            self._phase.__exit__(None, None, None)
+            self._phase = None
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+        return None
+
+
 def or_quiet(progress: Progress | None) -> Progress:
     return QUIET if progress is None else progress

@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from harness.progress import EpochPhases, create_progress
+from harness.progress import EpochPhases, IterationPhases, create_progress
 
 CMD = [sys.executable, "-m", "harness", "evaluate", "--dataset", "digits", "--ipc", "2", "--epochs", "15",
        "--runs", "2", "--protocol", "vico-dc"]
@@ -92,3 +92,31 @@ def test_piped_stderr_gets_lines_and_quiet_gets_nothing():
     assert "\r" not in err
     quiet = subprocess.run([*CMD, "--quiet"], capture_output=True, env=_env(), timeout=240, check=True)
     assert quiet.stderr.decode() == "" and quiet.stdout.decode() == proc.stdout.decode()
+
+
+def test_iteration_phases_one_line_with_loss_and_resume_note():
+    buf = io.StringIO()
+    with IterationPhases(create_progress("lines", stream=buf), "condense dm") as cb:
+        for done in range(1, 4):
+            cb(done, 3, {"loss": 0.5 / done, "iteration": done})
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("condense dm: done, 3/3 iteration in ")
+    assert lines[0].endswith("(loss=0.1667)")
+    buf = io.StringIO()
+    with IterationPhases(create_progress("lines", stream=buf), "condense dc") as cb:
+        cb(5, 8, {"loss": 1.0, "val_acc": 0.25})  # restarted from its iteration-4 checkpoint, then killed
+    out = buf.getvalue().splitlines()
+    assert out[0] == "condense dc: resumed after iteration 4 of 8 (checkpoint)"
+    assert out[1].startswith("condense dc: done, 5/8 iteration") and out[1].endswith("(loss=1, val_acc=0.25)")
+
+
+def test_condense_progress_on_stderr_and_quiet(tmp_path):
+    cmd = [sys.executable, "-m", "harness", "condense", "--method", "dm", "--dataset", "digits", "--ipc", "1",
+           "--iterations", "3", "--param", 'model_kwargs={"width": 8}', "--param", "batch_real=16"]
+    proc = subprocess.run([*cmd, "--out", str(tmp_path / "a")], capture_output=True, env=_env(), timeout=240,
+                          check=True)
+    assert "condense dm: done, 3/3 iteration" in proc.stderr.decode()
+    assert proc.stdout.decode().startswith("wrote ") and "[dm]" not in proc.stdout.decode()
+    quiet = subprocess.run([*cmd, "--out", str(tmp_path / "b"), "--quiet"], capture_output=True, env=_env(),
+                           timeout=240, check=True)
+    assert quiet.stderr.decode() == "" and quiet.stdout.decode().startswith("wrote ")

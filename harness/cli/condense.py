@@ -16,13 +16,16 @@ from harness.cli.common import (
     engine_args,
     engine_options,
     keep_fraction,
+    make_progress,
     nonneg_int,
     positive_int,
+    progress_args,
     prune_fraction,
     seed_int,
 )
 from harness.data import get_spec, load_dataset
 from harness.errors import ConfigError
+from harness.progress import IterationPhases
 from harness.pruning.goldfromores import check_released
 from harness.validate import check_model_name
 
@@ -54,6 +57,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (1 is best on a shared CPU)")
     common_data_args(p)
     engine_args(p)
+    progress_args(p)
     p.set_defaults(func=run_condense)
 
 
@@ -94,14 +98,10 @@ def run_condense(args: argparse.Namespace) -> int:
     real = load_dataset(args.dataset, "train", data_root=args.data_root, download=args.download,
                         cache_dir=args.cache_dir)
 
-    def progress(done: int, total: int, info: dict) -> None:
-        if done == total or done % max(1, total // 20) == 0:
-            extra = f" val_acc {info['val_acc']:.4f}" if "val_acc" in info else ""
-            print(f"[{args.method}] {done}/{total} loss {info['loss']:.4f}{extra}", flush=True)
-
-    cs = cond.condense(real, args.ipc, cfg, pre_prune=pre, seed=args.seed, device=args.device,
-                       checkpoint_dir=args.checkpoint_dir, progress=progress, score_cache=args.score_cache,
-                       engine=engine)
+    with IterationPhases(make_progress(args), f"condense {args.method}") as progress:  # on stderr
+        cs = cond.condense(real, args.ipc, cfg, pre_prune=pre, seed=args.seed, device=args.device,
+                           checkpoint_dir=args.checkpoint_dir, progress=progress, score_cache=args.score_cache,
+                           engine=engine)
     cs.save(out, overwrite=args.overwrite)
     eng = cs.provenance.get("engine", {})
     print(f"wrote {args.out} ({cs.images.shape[0]} images, {cs.method}, ipc {cs.ipc}, factor {cs.factor}; "

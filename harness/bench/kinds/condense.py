@@ -43,6 +43,7 @@ from harness.bench.kinds.base import (
 from harness.data import load_dataset
 from harness.errors import ConfigError
 from harness.locks import describe_owner, hold
+from harness.progress import IterationPhases
 from harness.registry import UnknownNameError
 from harness.validate import check_values
 
@@ -117,9 +118,9 @@ def condensed_set(cfg: CellConfig, ctx: RunContext, method: str, ipc: int, param
         cond = condense_api.create_condenser(method.lower())
         config = cond.default_config(**params)
         ctx.say(f"condensing {ds} ipc {ipc} with {method} {dict(params)} pre_prune={pre_prune}")
-        cs = cond.condense(real, ipc, config, pre_prune=pre_prune, seed=seed, device=ctx.device,
-                           score_cache=str(art / "scores"),
-                           progress=lambda d, t, info: ctx.say(f"iter {d}/{t} {info}") if d == t else None)
+        with IterationPhases(ctx.progress, f"condense {method}") as progress:
+            cs = cond.condense(real, ipc, config, pre_prune=pre_prune, seed=seed, device=ctx.device,
+                               score_cache=str(art / "scores"), progress=progress)
         save_condensed(cs, final, overwrite=False)
     return load_condensed(final)
 
