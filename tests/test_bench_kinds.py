@@ -332,3 +332,27 @@ def test_table_run_engine_flags_reach_every_record(tmp_path, capsys):
     assert main(argv) == 0 and "nothing to do" in capsys.readouterr().out  # the same cells: nothing left
     assert main([*argv[:-4], "--path", "fast"]) == 2
     assert "invalid choice: 'fast'" in capsys.readouterr().err
+
+
+def test_condense_cells_condense_with_the_run_engine_and_cache_per_engine(tmp_path):
+    """``table run --exact`` reaches the condensation too: the set is the exact engine's bits (as ``condense
+    --exact``), recorded as such, and a set condensed by another engine is never reused for it."""
+    from adapters.condense import create_condenser
+    from harness.bench.kinds.condense import condensed_set
+    from harness.data import load_dataset
+
+    kind = create_cell_kind("condense")
+    params = {"iterations": 2, "batch_real": 16, "model_kwargs": {"width": 8}}
+    cfg = kind.config({"kind": "condense", "dataset": "digits", "protocol": "vico-dc", "method": "dm", "ipc": 1,
+                       "params": params})
+    exact_ctx = RunContext(artifacts_dir=str(tmp_path / "a"), options=EngineOptions.exact())
+    fast_ctx = RunContext(artifacts_dir=str(tmp_path / "a"), options=EngineOptions(precision="bf16"))
+    exact = condensed_set(cfg, exact_ctx, "dm", 1, params, 3)
+    fast = condensed_set(cfg, fast_ctx, "dm", 1, params, 3)
+    assert exact.provenance["engine"]["precision"] == "fp32" and exact.provenance["engine"]["path"] == "sequential"
+    assert fast.provenance["engine"]["precision"] == "bf16"  # not the exact set handed back from the cache
+    assert len(list((tmp_path / "a" / "condensed").iterdir())) == 2
+    cond = create_condenser("dm")
+    direct = cond.condense(load_dataset("digits"), 1, cond.default_config(**params), seed=3,
+                           engine=EngineOptions.exact())
+    assert torch.equal(exact.images, direct.images)

@@ -100,7 +100,8 @@ def condensed_set(cfg: CellConfig, ctx: RunContext, method: str, ipc: int, param
     """Condense (or reuse the cached artifact keyed by the settings that decide the images)."""
     ds = scaled_dataset(cfg, ctx)
     key = {"dataset": ds, "method": method, "ipc": ipc, "seed": seed, "params": dict(params),
-           "pre_prune": None if pre_prune is None else pre_prune.as_dict()}
+           "pre_prune": None if pre_prune is None else pre_prune.as_dict(),
+           "engine": ctx.options.as_dict()}  # a set condensed in bf16 is not the --exact one: never reused for it
     art = ctx.artifact("condensed", key)
     final = art / "set"
     if (final / "meta.json").is_file():  # sets appear atomically: a meta.json means a finished set
@@ -120,7 +121,7 @@ def condensed_set(cfg: CellConfig, ctx: RunContext, method: str, ipc: int, param
         ctx.say(f"condensing {ds} ipc {ipc} with {method} {dict(params)} pre_prune={pre_prune}")
         with IterationPhases(ctx.progress, f"condense {method}") as progress:
             cs = cond.condense(real, ipc, config, pre_prune=pre_prune, seed=seed, device=ctx.device,
-                               score_cache=str(art / "scores"), progress=progress)
+                               score_cache=str(art / "scores"), progress=progress, engine=ctx.options)
         save_condensed(cs, final, overwrite=False)
     return load_condensed(final)
 
