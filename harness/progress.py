@@ -159,7 +159,23 @@ def create_progress(mode: str = "auto", stream: IO[str] | None = None) -> Progre
 QUIET = Progress()
 
 
-class EpochPhases(AbstractContextManager):
+class _OnePhaseAtATime(AbstractContextManager):
+    """A callback adapter holding at most one open phase; leaving the ``with`` block (or :meth:`close`)
+    finishes it (a run cut short ends there)."""
+
+    _phase: Phase | None = None
+
+    def close(self) -> None:
+        if self._phase is not None:
+            self._phase.__exit__(None, None, None)
+            self._phase = None
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+        return None
+
+
+class EpochPhases(_OnePhaseAtATime):
     """The library's epoch callbacks as phases: ``cb(run, epoch, epochs)`` (:func:`harness.evaluate.evaluate`;
     run -1 = the K runs trained together) and ``cb.epochs(epoch, epochs)`` (:func:`harness.dynamics.record_dynamics`,
     a trainer's ``progress``). One phase per run, finished at its last epoch or when the ``with`` block ends (a
@@ -193,17 +209,9 @@ class EpochPhases(AbstractContextManager):
         self._run = run
         return self
 
-    def close(self) -> None:
-        if self._phase is not None:
-            self._phase.__exit__(None, None, None)
-            self._phase = None
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-        return None
 
 
-class IterationPhases(AbstractContextManager):
+class IterationPhases(_OnePhaseAtATime):
     """A step callback ``cb(done, total, info)`` (:meth:`adapters.condense.base.Condenser.condense`'s ``progress``)
     as one phase: ``done`` of ``total`` iterations, the latest ``loss`` and ``val_acc`` of ``info`` beside it.
     A run whose first report is past iteration 1 resumed from a checkpoint, and says so. The phase finishes at
@@ -225,14 +233,6 @@ class IterationPhases(AbstractContextManager):
         if done >= total:
             self.close()
 
-    def close(self) -> None:
-        if self._phase is not None:
-            self._phase.__exit__(None, None, None)
-            self._phase = None
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-        return None
 
 
 def or_quiet(progress: Progress | None) -> Progress:
