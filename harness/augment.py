@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from harness.errors import ConfigError
 from harness.registry import Registry
+from harness.rotate import rotate_like_scipy
 
 
 @dataclass(frozen=True)
@@ -376,13 +377,23 @@ class DCAugParams:
     noise: float = 0.001
 
 
+@dataclass(frozen=True)
+class DCDraws:
+    """One :class:`DCAugment` call's random parameters, one entry per image."""
+
+    choice: torch.Tensor  # (N,) long index into DCAugment.ops
+    params: dict[str, tuple[torch.Tensor, ...]]  # crop (row corner, col corner), scale (h, w), rotate (deg,),
+    # noise (N(0, 1) of the batch's shape,)
+
+
 class DCAugment:
     """DC's evaluation augmentation: one op per image from the strategy (e.g. ``crop_scale_rotate``).
 
     crop: shift by up to ``crop`` px with the batch's channel means as fill; scale: nearest resize by
-    U[0.8, 1.2] per axis, centred on a zero canvas; rotate: an integer angle in [-45, 45) about the
-    centre, filled with the mean of the channel means (the reference uses scipy's cubic spline on the
-    CPU per image; this uses bilinear sampling on the device); noise: + 0.001 N(0, 1).
+    U[0.8, 1.2] per axis, centred on a zero canvas; rotate: an integer angle in [-45, 45), filled with the
+    mean of the channel means, exactly as the reference's ``scipy.ndimage.rotate`` (cubic spline,
+    enlarged then centre-cropped; :mod:`harness.rotate`); noise: + 0.001 N(0, 1). Given the same draws,
+    every op equals VICO ``utils.augment``'s to float32 rounding (tests/test_augment_dc.py).
     """
 
     OPS = ("crop", "scale", "rotate", "noise")
@@ -397,33 +408,50 @@ class DCAugment:
     def __repr__(self) -> str:
         return f"DCAugment({self.strategy!r})"
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        n, c, h, w = x.shape
+    def draw(self, shape: tuple[int, int, int, int], generator: torch.Generator,
+             dtype: torch.dtype = torch.float32) -> DCDraws:
+        """The random parameters of one call on a batch of ``shape`` (N, C, H, W), in the reference's order
+        of ops (one op per image; each op's parameters are drawn for every image, used where chosen)."""
+        n, _, h, _ = shape
+        g, dev, p = generator, generator.device, self.params
+        choice = torch.randint(len(self.ops), (n,), generator=g, device=dev)
+        params: dict[str, tuple[torch.Tensor, ...]] = {}
+        for op in self.ops:
+            if op == "crop":  # the window's corner in the padded image, 0 .. 2 crop - 1 (shift = corner - crop)
+                params[op] = (torch.randint(2 * p.crop, (n,), generator=g, device=dev),
+                              torch.randint(2 * p.crop, (n,), generator=g, device=dev))
+            elif op == "scale":  # the resized height and width: int(U[1 - s, 1 + s) H), both from H as in VICO
+                fh = torch.rand(n, generator=g, device=dev) * 2 * p.scale + 1 - p.scale
+                fw = torch.rand(n, generator=g, device=dev) * 2 * p.scale + 1 - p.scale
+                params[op] = ((fh * h).long(), (fw * h).long())
+            elif op == "rotate":  # integer degrees in [-rotate, rotate)
+                params[op] = (torch.randint(-p.rotate, p.rotate, (n,), generator=g, device=dev),)
+            else:
+                params[op] = (torch.randn(shape, generator=g, device=dev, dtype=dtype),)
+        return DCDraws(choice, params)
+
+    def apply(self, x: torch.Tensor, d: DCDraws) -> torch.Tensor:
+        """Transform ``x`` (N, C, H, W) with the parameters ``d``; the fills are the batch's channel means."""
+        n, c = x.shape[:2]
         dev, p = x.device, self.params
-        choice = torch.randint(len(self.ops), (n,), generator=generator, device=dev)
         mean = x.mean(dim=(0, 2, 3)).view(1, c, 1, 1)
+        choice = d.choice.to(dev)
         out = x
         for k, op in enumerate(self.ops):
-            sel = (choice == k).view(n, 1, 1, 1)
+            a = tuple(t.to(dev) for t in d.params[op])
             if op == "crop":
-                r = torch.randint(2 * p.crop, (n,), generator=generator, device=dev)
-                cc = torch.randint(2 * p.crop, (n,), generator=generator, device=dev)
-                y = _shift(x, r - p.crop, cc - p.crop, fill=mean)
+                y = _shift(x, a[0] - p.crop, a[1] - p.crop, fill=mean)
             elif op == "scale":
-                fh = torch.rand(n, generator=generator, device=dev) * 2 * p.scale + 1 - p.scale
-                fw = torch.rand(n, generator=generator, device=dev) * 2 * p.scale + 1 - p.scale
-                y = _dc_scale(x, (fh * h).long(), (fw * h).long())
+                y = _dc_scale(x, a[0], a[1])
             elif op == "rotate":
-                deg = torch.randint(-p.rotate, p.rotate, (n,), generator=generator, device=dev).to(x.dtype)
-                a = deg / 180 * math.pi
-                theta = torch.zeros(n, 2, 3, device=dev, dtype=x.dtype)
-                theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = a.cos(), -a.sin(), a.sin(), a.cos()
-                fill = mean.mean()
-                y = _affine(x - fill, theta) + fill
+                y = rotate_like_scipy(x, a[0], mean.mean(), -p.rotate, p.rotate)
             else:
-                y = x + p.noise * torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype)
-            out = torch.where(sel, y, out)
+                y = x + p.noise * a[0].to(x.dtype)
+            out = torch.where((choice == k).view(n, 1, 1, 1), y, out)
         return out
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return self.apply(x, self.draw(tuple(x.shape), generator, x.dtype))
 
 
 def _dc_scale(x: torch.Tensor, hs: torch.Tensor, ws: torch.Tensor) -> torch.Tensor:
