@@ -37,6 +37,7 @@ launches it through :func:`launch` (``harness.pruning.stream_coreset``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -83,13 +84,17 @@ class DDPConfig:
     ``img_size``, centre crop), ``flip``, ``crop_flip`` (pad ``img_size // 8``, random crop, flip: the CIFAR
     recipe) or ``rrc_flip`` (random-resized crop + flip: the ImageNet recipe)). What streamed training cannot
     do is refused: an augmentation without a streamed form, CutMix, soft-label losses (folders have hard
-    labels), bf16, loss weightings. Test images: shorter side ``img_size / 0.875``, centre crop.
+    labels), loss weightings. ``precision`` bf16 runs the forward pass under bf16 autocast (the loss in fp32),
+    as the sequential trainer does. Test images: shorter side ``img_size / 0.875``, centre crop.
 
     I/O: ``root`` (training image folder), ``out`` (dynamics / checkpoint / result), ``img_size``,
     ``num_workers`` (DataLoader workers per rank; the numbers do not depend on it), ``seed`` (init, order,
     augmentation), ``backend`` (gloo | nccl), ``classlist`` (a classlist name or file; "" = every class
     folder), ``record`` (per-sample dynamics; whole folder, whole epochs), ``subset`` (.npy of the training
-    indices to train on; "" = all), ``test_root`` (folder to report the final accuracy on; "" = none).
+    indices to train on; "" = all), ``test_root`` (folder to report the final accuracy on; "" = none),
+    ``until_epoch`` (a dynamics run: train and record only the first ``until_epoch`` epochs, on the whole
+    protocol's schedule, so the rows are a full run's first rows; 0 = the whole protocol). ``until_epoch`` is
+    not part of the run's identity (:meth:`identity`): a longer request resumes a cut run from its checkpoint.
     """
 
     protocol: TrainProtocol
@@ -103,6 +108,7 @@ class DDPConfig:
     record: bool = True
     subset: str = ""
     test_root: str = ""
+    until_epoch: int = 0
 
     def __post_init__(self) -> None:
         p = self.protocol
@@ -110,7 +116,7 @@ class DDPConfig:
             raise ConfigError(f"ddp: protocol must be a TrainProtocol, got {type(p).__name__}")
         create_stream_augment(p.augment)  # ConfigError: no streamed form
         unsupported = {"cutmix": p.cutmix_p > 0, f"loss {p.loss} (folders have hard labels)":
-                       get_loss(p.loss).targets != "hard", f"precision {p.precision}": p.precision != "fp32",
+                       get_loss(p.loss).targets != "hard",
                        f"loss_weighting {p.loss_weighting}": p.loss_weighting != "none"}
         bad = [k for k, v in unsupported.items() if v]
         if bad:
@@ -119,6 +125,9 @@ class DDPConfig:
             raise ConfigError("ddp: record=True needs the whole training folder; drop --subset or --record")
         if self.img_size < 1 or self.num_workers < 0:
             raise ConfigError("ddp: img_size must be >= 1 and num_workers >= 0")
+        if self.until_epoch < 0 or (self.until_epoch and not self.record):
+            raise ConfigError(f"ddp: until_epoch={self.until_epoch}: expected 0 (the whole protocol) or a positive "
+                              "number of epochs of a dynamics run (record=True)")
         if self.record and p.iterations is not None:
             raise ConfigError(f"protocol {p.name}: a dynamics run (record=True) needs whole epochs; drop iterations")
 
@@ -127,6 +136,16 @@ class DDPConfig:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["protocol"] = self.protocol.as_dict()
         return json.loads(stable_json(d))
+
+    def identity(self) -> dict[str, Any]:
+        """What a checkpoint and a result must match to be resumed or reused: ``as_dict`` without ``until_epoch``."""
+        d = self.as_dict()
+        d.pop("until_epoch")
+        return d
+
+    def target_epochs(self, epochs_total: int) -> int:
+        """The epochs this call trains to: ``until_epoch`` if set (at most the protocol's), else all."""
+        return min(self.until_epoch, epochs_total) if self.until_epoch else epochs_total
 
 
 # --- per-sample views (picklable for workers; randomness from (seed, epoch, index)) ---------------------
@@ -181,7 +200,15 @@ def _read_result(out: Path, cfg: DDPConfig) -> dict[str, Any] | None:
     if not f.is_file():
         return None
     res = read_meta_json(f, RESULT_FORMAT)
-    return res if res.get("config") == cfg.as_dict() else None
+    if not isinstance(res.get("config"), dict):
+        return None
+    old = dict(res["config"])
+    old.pop("until_epoch", None)
+    if old != cfg.identity():
+        return None
+    total = int(res.get("epochs_total", 0))
+    trained = int(res.get("epochs_trained", total))
+    return res if not total or trained >= cfg.target_epochs(total) else None  # older results: whole runs
 
 
 class _State:
@@ -255,11 +282,14 @@ def train_ddp(rank: int, world_size: int, cfg: DDPConfig, init_method: str = "en
         steps_per_epoch = math.ceil(n / world_size / batch)  # = ceil(ceil(n / world) / batch) per rank
         steps_total = p.iterations or p.total_epochs * steps_per_epoch
         epochs_total = math.ceil(steps_total / steps_per_epoch)
+        target = cfg.target_epochs(epochs_total)  # the schedule stays the whole protocol's (steps_total)
+        autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if p.precision == "bf16"
+                    else contextlib.nullcontext())
         sgd = ScheduledSGD(p, model.parameters(), steps_total)
         loss_fn = get_loss(p.loss)
         state = _State(model, sgd, cfg)
         rec = None
-        meta = {**cfg.as_dict(), "world_size": world_size, "classes": stream.classes,
+        meta = {**cfg.identity(), "world_size": world_size, "classes": stream.classes,
                 "order": "dataset (ImageFolderStream index)"}
         if rank == 0 and cfg.record:
             rec = DynamicsRecorder(n_all, k, out_dir=out, meta=meta, labels=stream.targets.numpy(), checkpoint=True)
@@ -267,7 +297,9 @@ def train_ddp(rank: int, world_size: int, cfg: DDPConfig, init_method: str = "en
         start = torch.zeros(1, dtype=torch.long, device=device)
         if rank == 0 and (out / CHECKPOINT).is_file():
             ck = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True)
-            if ck.get("config") != cfg.as_dict():
+            old = dict(ck.get("config") or {})
+            old.pop("until_epoch", None)
+            if old != cfg.identity():
                 raise ConfigError(f"{out / CHECKPOINT}: a checkpoint of another run; use another --out or delete it")
             start[0] = int(ck["epoch"])
             if rec is not None:
@@ -285,7 +317,7 @@ def train_ddp(rank: int, world_size: int, cfg: DDPConfig, init_method: str = "en
             sgd.load_state_dict(ck["optimizer"])  # the lr and momentum of the epoch boundary it was saved at
             state.train_acc = float(ck.get("train_acc", float("nan")))
         ddp = DDP(model, device_ids=[device.index] if use_cuda else None)
-        for epoch in range(start_epoch, epochs_total):
+        for epoch in range(start_epoch, target):
             if stop_after is not None and epoch - start_epoch >= stop_after:
                 return None
             sampler.set_epoch(epoch)
@@ -300,8 +332,9 @@ def train_ddp(rank: int, world_size: int, cfg: DDPConfig, init_method: str = "en
                     break
                 sgd.begin_step(epoch, step)
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                logits = ddp(x)
-                loss = batch_loss(loss_fn, logits, y)
+                with autocast:
+                    logits = ddp(x)
+                loss = batch_loss(loss_fn, logits.float(), y)
                 sgd.zero_grad()
                 loss.backward()
                 sgd.step()
@@ -324,14 +357,16 @@ def train_ddp(rank: int, world_size: int, cfg: DDPConfig, init_method: str = "en
             dist.barrier()
         result: dict[str, Any] = {"format": RESULT_FORMAT, "config": cfg.as_dict(), "world_size": world_size,
                                   "n_train": n, "n_folder": n_all, "classes": stream.classes,
-                                  "last_epoch_train_acc": state.train_acc, "optimizer_steps": steps_total}
+                                  "last_epoch_train_acc": state.train_acc, "optimizer_steps": steps_total,
+                                  "epochs_total": epochs_total, "epochs_trained": max(start_epoch, target)}
         if cfg.test_root:
             for b in model.buffers():  # BN statistics: rank 0's, so every rank evaluates the same model
                 dist.broadcast(b, 0)
-            c, t = _evaluate(model, cfg, stream.classes, rank, world_size, device, batch)
+            with autocast:
+                c, t = _evaluate(model, cfg, stream.classes, rank, world_size, device, batch)
             result.update({"test_correct": c, "n_test": t, "test_accuracy": c / max(t, 1)})  # a fraction
         if rank == 0:
-            if rec is not None:
+            if rec is not None and max(start_epoch, target) >= epochs_total:
                 rec.finish()
             atomic_write_json(out / RESULT, result)
             return result

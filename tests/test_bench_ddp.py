@@ -69,7 +69,8 @@ def ds_labels(root) -> np.ndarray:
     return ImageFolderStream(root).targets.numpy()
 
 
-IO_FIELDS = ("root", "out", "img_size", "num_workers", "seed", "backend", "classlist", "record", "subset", "test_root")
+IO_FIELDS = ("root", "out", "img_size", "num_workers", "seed", "backend", "classlist", "record", "subset", "test_root",
+             "until_epoch")
 
 
 def _cfg(tmp_path, out, **kw):
@@ -101,6 +102,49 @@ def test_ddp_killed_run_resumes_bit_identical(tmp_path):
     ca = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["model"]
     cb = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(ca[k], cb[k]) for k in ca)
+
+
+def test_ddp_cut_dynamics_run_is_a_full_runs_first_epochs_and_a_longer_request_resumes_it(tmp_path):
+    _folder(tmp_path / "imgs")
+    full = _cfg(tmp_path, "full")
+    spawn_local(full)
+    cut = _cfg(tmp_path, "cut", until_epoch=1)  # what a score reading one epoch asks for
+    spawn_local(cut)
+    res = json.loads((tmp_path / "cut" / "result.json").read_text())
+    assert res["epochs_trained"] == 1 and res["epochs_total"] == 3
+    part, whole = Dynamics.open(tmp_path / "cut"), Dynamics.open(tmp_path / "full")
+    assert part.epochs == 1 and not part.meta.get("finished")
+    for s in STATS:  # the cut run follows the whole protocol's schedule: its rows are the full run's first
+        np.testing.assert_array_equal(np.asarray(part.stat(s))[:1], np.asarray(whole.stat(s))[:1], err_msg=s)
+    stamp = (tmp_path / "cut" / "result.json").stat().st_mtime_ns
+    spawn_local(cut)  # enough epochs recorded: reused, not retrained
+    assert (tmp_path / "cut" / "result.json").stat().st_mtime_ns == stamp
+    spawn_local(_cfg(tmp_path, "cut"))  # the whole protocol: resumes the cut run from its checkpoint
+    resumed = Dynamics.open(tmp_path / "cut")
+    assert resumed.epochs == 3 and resumed.meta["finished"]
+    for s in STATS:
+        np.testing.assert_array_equal(np.asarray(resumed.stat(s)), np.asarray(whole.stat(s)), err_msg=s)
+    assert json.loads((tmp_path / "cut" / "result.json").read_text())["epochs_trained"] == 3
+    with pytest.raises(ConfigError, match="until_epoch"):
+        _cfg(tmp_path, "x", record=False, until_epoch=1)
+
+
+def test_ddp_bf16_runs_the_forward_pass_under_autocast(tmp_path):
+    n = _folder(tmp_path / "imgs")
+    out = {}
+    for precision in ("fp32", "bf16"):  # lr 0: the recorded losses are the seeded init's forward pass
+        cfg = _cfg(tmp_path, precision, epochs=1, lr=0.0, weight_decay=0.0, augment="none", precision=precision)
+        spawn_local(cfg)
+        out[precision] = np.asarray(Dynamics.open(tmp_path / precision).stat("loss"))[0]
+    ds = ImageFolderStream(tmp_path / "imgs")
+    tf = StreamTransform(12, IMAGENET_MEAN, IMAGENET_STD, "none", 0)
+    model = seeded_model(lambda: create_model("convnet", num_classes=3, in_chans=3, img_size=12), 3)
+    x = torch.stack([tf(ds[i][0], 0, i) for i in range(n)])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = torch.nn.functional.cross_entropy(model(x).float(), ds.targets, reduction="none").numpy()
+    np.testing.assert_allclose(out["bf16"], bf16, rtol=1e-2, atol=1e-2)
+    assert not np.array_equal(out["bf16"], out["fp32"])  # autocast was on
+    np.testing.assert_allclose(out["bf16"], out["fp32"], rtol=0.1, atol=0.05)
 
 
 def test_ddp_subset_training_reports_final_test_accuracy(tmp_path):
@@ -239,3 +283,9 @@ def test_streamed_coreset_cell_runs_dynamics_select_and_train_under_torchrun(tmp
     again = run_coreset_cell(None, cfg, ctx)  # finished runs are reused, not retrained
     assert again.accuracies == res.accuracies
     assert (out / "run0" / "result.json").stat().st_mtime_ns == stamp
+
+    # random reads no dynamics: none are trained (a fresh artifacts folder, so nothing is reused)
+    ctx2 = RunContext(data_root=str(root), artifacts_dir=str(tmp_path / "art2"))
+    rnd = run_coreset_cell(None, {**cfg, "recipe": "random"}, ctx2)
+    assert rnd.extra["dynamics_dir"] is None and rnd.extra["n_kept"] == 12
+    assert not list((tmp_path / "art2").rglob("meta.json"))  # no dynamics recording anywhere

@@ -389,8 +389,10 @@ def engine_text(steps: list[Step]) -> str:
     seen: dict[str, int] = {}
     for r in (r for st in steps for r in st.rows):
         e = r.engine
-        text = (f"precision {e.get('precision', '?')}, {'compiled' if e.get('compile') else 'eager'}, "
-                f"{e.get('path', '?')}")
+        prec = e.get("precision", "?")
+        if prec == "bf16":  # what ran, beside the protocol's declared fp32 arithmetic
+            prec = "bf16 autocast (native on this hardware)"
+        text = f"precision {prec}, {'compiled' if e.get('compile') else 'eager'}, {e.get('path', '?')}"
         seen[text] = seen.get(text, 0) + 1
     return "; ".join(f"{t} ({n} sets)" for t, n in seen.items())
 
