@@ -291,24 +291,40 @@ def train_ddp(rank: int, world_size: int, cfg: DDPConfig, init_method: str = "en
         rec = None
         meta = {**cfg.identity(), "world_size": world_size, "classes": stream.classes,
                 "order": "dataset (ImageFolderStream index)"}
-        if rank == 0 and cfg.record:
-            rec = DynamicsRecorder(n_all, k, out_dir=out, meta=meta, labels=stream.targets.numpy(), checkpoint=True)
         out.mkdir(parents=True, exist_ok=True)
         start = torch.zeros(1, dtype=torch.long, device=device)
-        if rank == 0 and (out / CHECKPOINT).is_file():
+
+        def decide() -> int:
+            """Rank 0: the epoch to start from, once the recorder and the checkpoint agree (else a DDBenchError)."""
+            nonlocal rec
+            if cfg.record:
+                rec = DynamicsRecorder(n_all, k, out_dir=out, meta=meta, labels=stream.targets.numpy(), checkpoint=True)
+            if not (out / CHECKPOINT).is_file():
+                if rec is not None and rec.epochs_done > 0:
+                    raise ConfigError(f"{out}: {rec.epochs_done} epochs recorded but {CHECKPOINT} is missing; "
+                                      "delete it")
+                return 0
             ck = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True)
             old = dict(ck.get("config") or {})
             old.pop("until_epoch", None)
             if old != cfg.identity():
                 raise ConfigError(f"{out / CHECKPOINT}: a checkpoint of another run; use another --out or delete it")
-            start[0] = int(ck["epoch"])
             if rec is not None:
                 if int(ck["epoch"]) == rec.epochs_done + 1:  # killed after the checkpoint, before the commit
                     rec.commit_epochs(int(ck["epoch"]))
                 elif int(ck["epoch"]) != rec.epochs_done:
                     raise ConfigError(f"{out}: checkpoint at epoch {ck['epoch']}, dynamics at {rec.epochs_done}")
-        elif rec is not None and rec.epochs_done > 0:
-            raise ConfigError(f"{out}: {rec.epochs_done} epochs recorded but {CHECKPOINT} is missing; delete it")
+            return int(ck["epoch"])
+
+        problem: list[str | None] = [None]
+        if rank == 0:
+            try:
+                start[0] = decide()
+            except DDBenchError as e:
+                problem[0] = str(e)
+        dist.broadcast_object_list(problem, src=0)  # every rank raises rank 0's error (none waits for a peer)
+        if problem[0] is not None:
+            raise ConfigError(problem[0])
         dist.broadcast(start, 0)  # rank 0 decided where to start; every rank loads that checkpoint
         start_epoch = int(start.item())
         if start_epoch > 0:
@@ -371,9 +387,13 @@ def train_ddp(rank: int, world_size: int, cfg: DDPConfig, init_method: str = "en
             atomic_write_json(out / RESULT, result)
             return result
         return None
+    except BaseException:  # no barrier: the other ranks may be waiting in another collective; leaving the group
+        dist.destroy_process_group()  # (and the process) ends their wait, and the launcher reports this error
+        raise
     finally:
-        dist.barrier()
-        dist.destroy_process_group()
+        if dist.is_initialized():  # a normal return: every rank reaches this barrier
+            dist.barrier()
+            dist.destroy_process_group()
 
 
 def _spawn_entry(rank: int, world_size: int, cfg: DDPConfig, init_method: str, stop_after: int | None) -> None:

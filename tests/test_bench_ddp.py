@@ -5,6 +5,7 @@ run resumes bit for bit, subset training reports the test accuracy, and the stre
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -234,6 +235,24 @@ def _report_prints_percent(tmp_path, cfg, res):
     md = write_reports(spec, tmp_path / "res", tmp_path / "rep", "full", plots=False)["md"].read_text()
     shown = float(re.search(r"\| el2n \| CCS \| ([0-9.]+) ± ", md).group(1))
     assert 0 <= shown <= 100 and shown == pytest.approx(100 * res.accuracies[0], abs=0.005)
+
+
+def test_ddp_error_on_one_rank_ends_the_run_instead_of_hanging(tmp_path):
+    """Rank 0 alone reads the checkpoint; when it refuses it, the other rank waits in a broadcast. The failing
+    rank must not wait in the closing barrier (the run would hang until gloo's 30-minute timeout)."""
+    import subprocess
+    import sys
+
+    _folder(tmp_path / "imgs")
+    (tmp_path / "out").mkdir()
+    torch.save({"config": {"another": "run"}, "epoch": 1}, tmp_path / "out" / "checkpoint.pt")
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from test_bench_ddp import _cfg; "
+            "from pathlib import Path; from harness.distributed import spawn_local; "
+            "spawn_local(_cfg(Path(sys.argv[2]), 'out'))")
+    proc = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), str(tmp_path)],
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode != 0
+    assert "a checkpoint of another run" in proc.stderr
 
 
 def test_ddp_config_refuses_recording_a_subset(tmp_path):
