@@ -143,6 +143,12 @@ class DDPConfig:
         d.pop("until_epoch")
         return d
 
+    def same_run(self, recorded: Any) -> bool:
+        """Whether ``recorded`` (the config a checkpoint or result saved) is this run, whatever its ``until_epoch``."""
+        if not isinstance(recorded, dict):
+            return False
+        return {k: v for k, v in recorded.items() if k != "until_epoch"} == self.identity()
+
     def target_epochs(self, epochs_total: int) -> int:
         """The epochs this call trains to: ``until_epoch`` if set (at most the protocol's), else all."""
         return min(self.until_epoch, epochs_total) if self.until_epoch else epochs_total
@@ -200,11 +206,7 @@ def _read_result(out: Path, cfg: DDPConfig) -> dict[str, Any] | None:
     if not f.is_file():
         return None
     res = read_meta_json(f, RESULT_FORMAT)
-    if not isinstance(res.get("config"), dict):
-        return None
-    old = dict(res["config"])
-    old.pop("until_epoch", None)
-    if old != cfg.identity():
+    if not cfg.same_run(res.get("config")):
         return None
     total = int(res.get("epochs_total", 0))
     trained = int(res.get("epochs_trained", total))
@@ -305,9 +307,7 @@ def train_ddp(rank: int, world_size: int, cfg: DDPConfig, init_method: str = "en
                                       "delete it")
                 return 0
             ck = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True)
-            old = dict(ck.get("config") or {})
-            old.pop("until_epoch", None)
-            if old != cfg.identity():
+            if not cfg.same_run(ck.get("config")):
                 raise ConfigError(f"{out / CHECKPOINT}: a checkpoint of another run; use another --out or delete it")
             if rec is not None:
                 if int(ck["epoch"]) == rec.epochs_done + 1:  # killed after the checkpoint, before the commit
