@@ -3,7 +3,11 @@
 The authors' code is VICO's DatasetCondensation (``../shared/reference-code/DatasetCondensation``, or
 ``$DDBENCH_REFCODE``), imported at run time from that folder (``sys.path``); nothing of it is copied here.
 Ours runs as a user runs it: the ``ddbench`` command in a subprocess, start-up and data loading included (the
-per-iteration condensation cases excepted: both sides run in this process there).
+per-iteration condensation cases excepted: ours runs in this process there, ``Condenser.condense``). Every
+authors' case runs in a fresh Python process (this file as a script), so that the C library allocator it runs
+under is the one named, whatever ran before in the pytest process: ``authors`` with glibc's defaults, as their
+scripts run; ``authors-keep`` with the setting ddbench applies on the CPU (freed memory kept in the process,
+:mod:`harness.engine.host_memory`), which shows how much of our speed-up the allocator alone gives their code.
 
 Cases (``pytest benchmarks/test_vs_authors.py --benchmark-only``; ``make bench`` runs them with the rest):
 
@@ -14,14 +18,16 @@ Cases (``pytest benchmarks/test_vs_authors.py --benchmark-only``; ``make bench``
   (ConvNet, lr 0.01, batch 256, ``get_daparam``: no augmentation on CIFAR-10, ``crop_scale_rotate`` on MNIST;
   ``epoch_eval_train`` 300, or 1000 with augmentation, their loop running ``epochs + 1``). ``ours``:
   ``ddbench evaluate --protocol vico-dc`` with the default engine (``precision``/``compile`` auto);
-  ``ours-exact``: the same with ``--exact`` (fp32, eager, sequential). Each case records its wall time,
+  ``ours-exact``: the same with ``--exact`` (fp32, eager, sequential); ``authors-keep``: theirs again under
+  ddbench's allocator setting. Each case records its wall time,
   seconds per evaluation, the accuracies and, for ours, the speed-up over the authors' case of the same
   run and whether the mean accuracies agree within one standard deviation (asserted at the full protocol with
   5 or more evaluations a side; with fewer the std is too rough to test against).
 - **condensation per iteration** (``test_condense_iteration``), MNIST IPC 10, batch_real 256: ``dm`` (DSA
   ``color_crop_cutout_flip_scale_rotate``, the default of ``main_DM.py``, init real) and ``dc`` (``main.py
   --method DC``, init noise, outer/inner loops 10/50). ``authors``: their script's ``main()`` run in this
-  process for ``DDBENCH_BENCH_ITERS`` iterations; ``ours``: ``Condenser.condense`` in this process.
+  process for ``DDBENCH_BENCH_ITERS`` iterations (and ``authors-keep``: the same under ddbench's allocator
+  setting); ``ours``: ``Condenser.condense`` in this process.
 - **shrink end to end** (``test_shrink_end_to_end``): ``ddbench shrink <the imported DC CIFAR-10 IPC-10
   set> --to-ipc 1 --rule yoco`` in a subprocess (the authors have no equivalent in reference-code). The
   ``ddbench import vico`` before it is timed separately (``import_s``).
@@ -35,7 +41,8 @@ How the authors' code is driven (all in memory; their files are never modified):
   needs torchvision's CIFAR-10 files, which are not available offline, so the CIFAR-10 test loader is built
   here from the JPEG copy (decoded by ddbench's loader, normalised with their mean/std, their
   ``TensorDataset``, ``DataLoader`` batch 256): lighter than their per-image PIL transforms. The test
-  loader is built outside the timed call; its build time is recorded (``test_loader_s``).
+  loader is built outside the timed calls (in the authors' process; the decoded split comes from the cache
+  the ``cifar_set`` fixture filled); its build time is recorded (``test_loader_s``).
 - ``main_DM.py`` / ``main.py``: loaded from their folder under a private module name; three attributes of
   the loaded module are replaced for the run: ``get_network`` is wrapped to stamp the clock at the start of
   every iteration (it is called once per iteration), ``get_eval_pool`` returns no model (their periodic
@@ -44,7 +51,7 @@ How the authors' code is driven (all in memory; their files are never modified):
   ``.view`` on a non-contiguous tensor and stops ``main_DM.py`` at its first iteration; for the DM case
   ``embed`` is patched in memory to use ``.reshape`` (no arithmetic changes).** Every DM figure from this
   file carries ``embed_patched: true`` in ``extra_info``.
-- Per iteration: both sides run in this process and are stamped per iteration (authors: the start of each
+- Per iteration: both sides are stamped per iteration (authors, in their own process: the start of each
   iteration and the return of ``main()``; ours: ``Condenser.condense``'s ``progress`` callback, the library
   call ``ddbench condense`` makes); the first iteration is left out of both means (warm-up; compiling, for
   ``ours-compiled``). ``ours`` runs the engine ``auto`` resolves for this short run (eager); ``ours-compiled``
@@ -57,7 +64,9 @@ Environment (defaults: the full protocol):
 - ``DDBENCH_BENCH_EXPERIMENTS``: experiments of a published file used (default: all);
 - ``DDBENCH_BENCH_ITERS``: condensation iterations per side (default 3; with 2 or more the first is warm-up
   and left out); ``DDBENCH_BENCH_DC_ITERS`` overrides it for DC (one DC iteration at IPC 10 took 22 minutes
-  of the authors' code on the shared 2-core CPU: ``DDBENCH_BENCH_DC_ITERS=1`` times one, without warm-up);
+  of the authors' code on the shared 2-core CPU: ``DDBENCH_BENCH_DC_ITERS=1`` times one of theirs, without
+  warm-up, which is seconds against their minutes; ours always runs at least 2 and leaves the first out, since
+  its warm-up includes compiling);
 - ``DDBENCH_BENCH_SHRINK_EPOCHS``: ``ddbench shrink --epochs`` (default: none, the protocol's);
 - ``DDBENCH_BENCH_DEVICE``: ``cpu`` or ``cuda`` (default: cuda when available);
 - ``DDBENCH_THREADS``: torch threads here and ``OMP_NUM_THREADS`` for the subprocesses (default: torch's);
@@ -84,6 +93,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
@@ -214,6 +224,61 @@ def _embed_reshape(self, x):
     return out.reshape(out.size(0), -1)
 
 
+# --- the authors' code in a fresh process -------------------------------------------------------------------
+MALLOCS = {"authors": "system", "authors-keep": "keep"}
+
+
+def _authors_subprocess(args: list[str], cache: Path, malloc: str) -> dict[str, Any]:
+    """An authors' case (``authors-evaluate`` / ``authors-condense`` with ``args``) in a fresh Python process,
+    this file run as a script, so that its C library allocator is the one asked for whatever ran before in this
+    process: ``system`` (glibc's defaults, as their scripts run) or ``keep`` (the setting ddbench applies on the
+    CPU, :mod:`harness.engine.host_memory`). Their progress lines are echoed (visible with ``-s``)."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), *args, str(cache), malloc]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(cache),
+                            cwd=REPO)
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line.rstrip("\n"))
+        if line.startswith("[authors"):
+            print(line, end="", flush=True)
+    if proc.wait() != 0 or not lines or not lines[-1].startswith("RESULT "):
+        pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}:\n" + "\n".join(lines[-30:]))
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def _script_main(argv: list[str]) -> None:
+    """``python test_vs_authors.py authors-evaluate CASE CACHE MALLOC`` or ``... authors-condense METHOD CACHE
+    MALLOC``: one authors' case, its result as the last line (``RESULT {json}``)."""
+    what, name, cache, malloc = argv
+    if malloc not in ("system", "keep") or what not in ("authors-evaluate", "authors-condense"):
+        raise SystemExit(f"usage: authors-evaluate|authors-condense NAME CACHE system|keep, got {argv}")
+    host = "system defaults"
+    if malloc == "keep":
+        from harness.engine.host_memory import keep_freed_memory
+
+        host = keep_freed_memory("cpu").get("host_malloc", "")
+    if THREADS:
+        torch.set_num_threads(int(THREADS))
+    if what == "authors-condense":
+        tmp = Path(cache).parent / f"authors-{name}-{malloc}"
+        tmp.mkdir(parents=True, exist_ok=True)
+        res = _authors_condense(name, tmp, setattr)
+    else:
+        case = CASES[name]
+        t0 = time.perf_counter()
+        cifar = None
+        if case.authors_dataset == "CIFAR10":
+            from harness.data import load_dataset
+
+            cifar = SimpleNamespace(test=load_dataset("cifar10-jpeg75", "test", data_root=DATA, cache_dir=cache))
+        testloader = _authors_testloader(case, cifar)
+        loader_s = time.perf_counter() - t0
+        res = {**_authors_evaluate(case, testloader, _experiments(case), RUNS or case.default_runs),
+               "test_loader_s": loader_s}
+    print("RESULT " + json.dumps({**res, "host_malloc": host, "threads": torch.get_num_threads()}), flush=True)
+
+
 # --- evaluation ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class EvalCase:
@@ -232,7 +297,7 @@ CASES = {
     "dc-cifar10-ipc10": EvalCase("res_DC_CIFAR10_ConvNet_10ipc.pt", "CIFAR10", 3, (32, 32), 5),
     "dc-mnist-ipc1": EvalCase("res_DC_MNIST_ConvNet_1ipc.pt", "MNIST", 1, (28, 28), 1),
 }
-EVALUATORS = ("authors", "ours", "ours-exact")
+EVALUATORS = ("authors", "ours", "ours-exact", "authors-keep")
 
 
 @functools.cache
@@ -322,14 +387,13 @@ def test_evaluate(benchmark, work, request, case_name, evaluator):
     runs = RUNS or case.default_runs
     benchmark.group = f"evaluate {case_name} vico-dc"
     load_before = _load()
-    if evaluator == "authors":
-        t0 = time.perf_counter()
-        testloader = _authors_testloader(case, cifar)
-        loader_s = time.perf_counter() - t0
-        res = benchmark.pedantic(lambda: _authors_evaluate(case, testloader, experiments, runs),
+    if evaluator in MALLOCS:
+        res = benchmark.pedantic(lambda: _authors_subprocess(["authors-evaluate", case_name], work.cache,
+                                                             MALLOCS[evaluator]),
                                  rounds=1, iterations=1, warmup_rounds=0)
         wall = sum(res["walls"])
-        info = {"test_loader_s": loader_s, "dc_aug": res["dc_aug"], "per_eval_walls_s": res["walls"]}
+        info = {"test_loader_s": res["test_loader_s"], "dc_aug": res["dc_aug"], "per_eval_walls_s": res["walls"],
+                "host_malloc": res["host_malloc"], "includes": "evaluate_synset calls (test loader built outside)"}
     else:
         set_path = cifar.path if cifar is not None else case.path
         res = benchmark.pedantic(lambda: _ours_evaluate(case_name, case, set_path, experiments, runs,
@@ -349,7 +413,7 @@ def test_evaluate(benchmark, work, request, case_name, evaluator):
                 load_1m_before=load_before, load_1m_after=_load())
     ref = _RESULTS.get((case_name, "authors"))
     disagree = None
-    if evaluator != "authors" and ref is not None:
+    if evaluator != "authors" and ref is not None:  # authors-keep too: the allocator's share
         delta = summary["mean"] - ref["mean"]
         tol = max(summary["std"], ref["std"])
         info.update(speedup_vs_authors=ref["per_eval_s"] / summary["per_eval_s"], delta_acc_vs_authors=delta,
@@ -357,9 +421,13 @@ def test_evaluate(benchmark, work, request, case_name, evaluator):
         if EPOCHS is None and accs.size >= 5 and abs(delta) > tol:  # full protocol, enough runs for a std
             disagree = (f"{evaluator}: mean {summary['mean']:.4f} vs the authors' {ref['mean']:.4f} differs by more "
                         f"than one std ({tol:.4f})")
+    if evaluator == "authors-keep" and ref is not None:  # how much of ours the allocator alone gives theirs
+        for ours in ("ours", "ours-exact"):
+            if (o := _RESULTS.get((case_name, ours))) is not None:
+                info[f"{ours}_vs_authors_keep"] = summary["per_eval_s"] / o["per_eval_s"]
     benchmark.extra_info.update(info)  # recorded (speed and accuracies) before the agreement is asserted
     assert disagree is None, disagree
-    if evaluator != "authors":
+    if not evaluator.startswith("authors"):
         authors_epochs, _ = _authors_epochs(case)
         assert res["epochs"] == authors_epochs + 1, "both sides must run the same number of epochs"
 
@@ -369,7 +437,9 @@ def _iters(method: str) -> int:
     return DC_ITERS if method == "dc" else ITERS
 
 
-def _authors_condense(method: str, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+def _authors_condense(method: str, tmp: Path, patch: Callable[[Any, str, Any], None]) -> dict[str, Any]:
+    """Their script's ``main()`` in this process, stamped per iteration; ``patch`` is ``setattr`` (or pytest's
+    ``monkeypatch.setattr``) for the in-memory replacements of the module doc."""
     script = "main_DM" if method == "dm" else "main"
     a = _authors()
     mod = _authors_script(script)
@@ -382,18 +452,18 @@ def _authors_condense(method: str, tmp: Path, monkeypatch: pytest.MonkeyPatch) -
             print(f"[authors {script}] iteration {len(stamps) - 2}: {stamps[-1] - stamps[-2]:.1f} s", flush=True)
         return get_network(*args, **kwargs)
 
-    monkeypatch.setattr(mod, "get_network", stamped_get_network)
-    monkeypatch.setattr(mod, "get_eval_pool", lambda *args: [])
+    patch(mod, "get_network", stamped_get_network)
+    patch(mod, "get_eval_pool", lambda *args: [])
     if method == "dm":
-        monkeypatch.setattr(a.networks.ConvNet, "embed", _embed_reshape)
+        patch(a.networks.ConvNet, "embed", _embed_reshape)
     if DEVICE == "cpu" and torch.cuda.is_available():  # their scripts pick cuda whenever it is there
-        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-        monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+        patch(torch.cuda, "is_available", lambda: False)
+        patch(torch.cuda, "device_count", lambda: 0)
     iters = _iters(method)
     argv = [f"{script}.py", "--dataset", "MNIST", "--ipc", "10", "--num_exp", "1", "--Iteration", str(iters - 1),
             "--batch_real", "256", "--data_path", str(DATA), "--save_path", str(tmp)]
     argv += ["--init", "real", "--dsa_strategy", DM_DSA] if method == "dm" else ["--method", "DC", "--init", "noise"]
-    monkeypatch.setattr(sys, "argv", argv)
+    patch(sys, "argv", argv)
     t0 = time.perf_counter()
     mod.main()
     end = time.perf_counter()
@@ -414,7 +484,8 @@ def _ours_condense(method: str, compile_mode: str) -> dict[str, Any]:
     real = load_dataset("mnist", "train", data_root=DATA)
     load_s = time.perf_counter() - t0
     cond = create_condenser(method)
-    params: dict[str, Any] = {"batch_real": 256, "iterations": _iters(method)}
+    # at least 2 iterations, the first left out (warm-up; compiling), also when the authors' side times one
+    params: dict[str, Any] = {"batch_real": 256, "iterations": max(_iters(method), 2)}
     params.update({"init": "real", "dsa_strategy": DM_DSA} if method == "dm" else {"init": "noise"})
     config = cond.default_config(**params)
     engine = EngineOptions(compile={"auto": "auto", "on": True}[compile_mode])
@@ -428,14 +499,14 @@ def _ours_condense(method: str, compile_mode: str) -> dict[str, Any]:
     eng = cs.provenance["engine"]
     return {"wall": time.perf_counter() - t0, "load_s": load_s, "iteration_s": durs.tolist(),
             "per_iter_s": float(durs[1:].mean() if durs.size > 1 else durs[0]),
-            "engine": {k: eng.get(k) for k in ("path", "precision", "compile")},
+            "engine": {k: eng.get(k) for k in ("path", "precision", "compile", "host_malloc")},
             "full_run_engine": {"iterations": cond.default_config().iterations, "compile": full.compile,
                                 "precision": full.precision, "path": full.path}}
 
 
-@pytest.mark.parametrize("who", ["authors", "ours", "ours-compiled"])
+@pytest.mark.parametrize("who", ["authors", "ours", "ours-compiled", "authors-keep"])
 @pytest.mark.parametrize("method", ["dm", "dc"])
-def test_condense_iteration(benchmark, work, tmp_path, monkeypatch, method, who):
+def test_condense_iteration(benchmark, work, tmp_path, method, who):
     """Seconds per condensation iteration, MNIST IPC 10, batch_real 256 (DSA for DM), authors vs ours: ``ours``
     with the engine ``auto`` resolves for this short run, ``ours-compiled`` compiled, as ``auto`` resolves for
     the script's full iteration count (recorded in ``full_run_engine``)."""
@@ -443,23 +514,30 @@ def test_condense_iteration(benchmark, work, tmp_path, monkeypatch, method, who)
         pytest.skip(f"{DATA}/MNIST not found")
     benchmark.group = f"condense {method} mnist ipc10 per iteration"
     load_before = _load()
-    if who == "authors":
-        res = benchmark.pedantic(lambda: _authors_condense(method, tmp_path, monkeypatch), rounds=1, iterations=1,
-                                 warmup_rounds=0)
+    if who in MALLOCS:
+        res = benchmark.pedantic(lambda: _authors_subprocess(["authors-condense", method], tmp_path / "cache",
+                                                             MALLOCS[who]),
+                                 rounds=1, iterations=1, warmup_rounds=0)
     else:
         mode = "on" if who == "ours-compiled" else "auto"
         res = benchmark.pedantic(lambda: _ours_condense(method, mode), rounds=1, iterations=1, warmup_rounds=0)
     _RESULTS[(f"condense-{method}", who)] = res
-    info = {**res, "who": who, "method": method, "iterations": _iters(method), "device": DEVICE,
+    iters = _iters(method) if who.startswith("authors") else max(_iters(method), 2)
+    info = {**res, "who": who, "method": method, "iterations": iters, "device": DEVICE,
             "threads": torch.get_num_threads(), "load_1m_before": load_before, "load_1m_after": _load(),
             "settings": {"dataset": "MNIST", "ipc": 10, "batch_real": 256,
                          **({"dsa_strategy": DM_DSA, "init": "real"} if method == "dm" else
                             {"dsa": False, "init": "noise", "outer_inner": "10/50 (get_loops(10))"})}}
-    if method == "dm" and who == "authors":
+    if method == "dm" and who.startswith("authors"):
         info["embed_patched"] = True  # networks.ConvNet.embed: view -> reshape (module doc)
     ref = _RESULTS.get((f"condense-{method}", "authors"))
-    if who != "authors" and ref is not None:
+    if not who.startswith("authors") and ref is not None:
         info["speedup_vs_authors"] = ref["per_iter_s"] / res["per_iter_s"]
+    if who == "authors-keep" and ref is not None:  # how much of ours is the allocator alone
+        info["allocator_speedup_of_authors"] = ref["per_iter_s"] / res["per_iter_s"]
+        for ours in ("ours", "ours-compiled"):
+            if (o := _RESULTS.get((f"condense-{method}", ours))) is not None:
+                info[f"{ours}_vs_authors_keep"] = res["per_iter_s"] / o["per_iter_s"]
     benchmark.extra_info.update(info)
     assert res["per_iter_s"] > 0
 
@@ -483,3 +561,8 @@ def test_shrink_end_to_end(benchmark, work, cifar_set):
     counts = meta.get("class_counts") or []
     assert meta["ipc"] == 1 and (not counts or counts == [1] * 10), meta
     shutil.rmtree(out, ignore_errors=True)
+
+
+
+if __name__ == "__main__":  # one authors' case in a fresh process (see _authors_subprocess)
+    _script_main(sys.argv[1:])

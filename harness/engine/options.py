@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from harness.engine.host_memory import keep_freed_memory
 from harness.engine.protocol import TrainProtocol
 from harness.errors import ConfigError
 from harness.models import create_model, has_running_stats
@@ -100,7 +101,8 @@ def resolve_precision(protocol: TrainProtocol, options: EngineOptions | None, de
     ``options.precision``: ``"auto"`` is bf16 where :func:`bf16_supported`, else the protocol's; ``None`` the
     protocol's; ``"fp32"`` / ``"bf16"`` as given. bf16 on a device without native bf16 runs fp32
     (``notes["precision_fallback"]`` says so). ``notes["precision_reason"]`` says why the precision is what
-    it is. The returned protocol is the one to record: its ``precision`` is what ran.
+    it is. The returned protocol is the one to record: its ``precision`` is what ran. On the CPU it also applies
+    :func:`harness.engine.host_memory.keep_freed_memory` (numbers unchanged) and records it (``host_malloc``).
     """
     options = options or DEFAULT
     device = torch.device(device)
@@ -121,6 +123,7 @@ def resolve_precision(protocol: TrainProtocol, options: EngineOptions | None, de
         precision = "fp32"
     if precision != protocol.precision:
         protocol = protocol.with_(precision=precision)
+    notes.update(keep_freed_memory(device))  # CPU: no page faults per step (harness.engine.host_memory)
     return protocol, notes
 
 
@@ -263,7 +266,7 @@ def samples_trained(protocol: TrainProtocol, n: int, epochs: int | None = None) 
 def engine_notes(notes: Mapping[str, Any]) -> dict[str, Any]:
     """The resolved engine fields of an ``EvalResult.extra`` (or of a dynamics run's record)."""
     keys = ("path", "precision", "precision_reason", "precision_fallback", "compile", "compile_reason",
-            "path_fallback")
+            "path_fallback", "host_malloc")
     return {k: notes[k] for k in keys if k in notes}
 
 
