@@ -427,7 +427,7 @@ def test_evaluate(benchmark, work, request, case_name, evaluator):
                 info[f"{ours}_vs_authors_keep"] = summary["per_eval_s"] / o["per_eval_s"]
     benchmark.extra_info.update(info)  # recorded (speed and accuracies) before the agreement is asserted
     assert disagree is None, disagree
-    if not evaluator.startswith("authors"):
+    if evaluator not in MALLOCS:
         authors_epochs, _ = _authors_epochs(case)
         assert res["epochs"] == authors_epochs + 1, "both sides must run the same number of epochs"
 
@@ -522,16 +522,16 @@ def test_condense_iteration(benchmark, work, tmp_path, method, who):
         mode = "on" if who == "ours-compiled" else "auto"
         res = benchmark.pedantic(lambda: _ours_condense(method, mode), rounds=1, iterations=1, warmup_rounds=0)
     _RESULTS[(f"condense-{method}", who)] = res
-    iters = _iters(method) if who.startswith("authors") else max(_iters(method), 2)
+    iters = _iters(method) if who in MALLOCS else max(_iters(method), 2)
     info = {**res, "who": who, "method": method, "iterations": iters, "device": DEVICE,
             "threads": torch.get_num_threads(), "load_1m_before": load_before, "load_1m_after": _load(),
             "settings": {"dataset": "MNIST", "ipc": 10, "batch_real": 256,
                          **({"dsa_strategy": DM_DSA, "init": "real"} if method == "dm" else
                             {"dsa": False, "init": "noise", "outer_inner": "10/50 (get_loops(10))"})}}
-    if method == "dm" and who.startswith("authors"):
+    if method == "dm" and who in MALLOCS:
         info["embed_patched"] = True  # networks.ConvNet.embed: view -> reshape (module doc)
     ref = _RESULTS.get((f"condense-{method}", "authors"))
-    if not who.startswith("authors") and ref is not None:
+    if who not in MALLOCS and ref is not None:
         info["speedup_vs_authors"] = ref["per_iter_s"] / res["per_iter_s"]
     if who == "authors-keep" and ref is not None:  # how much of ours is the allocator alone
         info["allocator_speedup_of_authors"] = ref["per_iter_s"] / res["per_iter_s"]
