@@ -62,6 +62,7 @@ Environment (defaults: the full protocol):
 - ``DDBENCH_BENCH_EPOCHS``: evaluation epochs on both sides (default: the protocol's, 300 / 1000);
 - ``DDBENCH_BENCH_RUNS``: evaluations per experiment (default: 5 for CIFAR-10, 1 for MNIST's 5 experiments);
 - ``DDBENCH_BENCH_EXPERIMENTS``: experiments of a published file used (default: all);
+  ``DDBENCH_BENCH_EXPERIMENT``: this one experiment only (e.g. ``3``);
 - ``DDBENCH_BENCH_ITERS``: condensation iterations per side (default 3; with 2 or more the first is warm-up
   and left out); ``DDBENCH_BENCH_DC_ITERS`` overrides it for DC (one DC iteration at IPC 10 took 22 minutes
   of the authors' code on the shared 2-core CPU: ``DDBENCH_BENCH_DC_ITERS=1`` times one of theirs, without
@@ -120,6 +121,7 @@ def _env_int(name: str) -> int | None:
 EPOCHS = _env_int("DDBENCH_BENCH_EPOCHS")
 RUNS = _env_int("DDBENCH_BENCH_RUNS")
 EXPERIMENTS = _env_int("DDBENCH_BENCH_EXPERIMENTS")
+EXPERIMENT = _env_int("DDBENCH_BENCH_EXPERIMENT")
 ITERS = _env_int("DDBENCH_BENCH_ITERS") or 3
 DC_ITERS = _env_int("DDBENCH_BENCH_DC_ITERS") or ITERS
 SHRINK_EPOCHS = _env_int("DDBENCH_BENCH_SHRINK_EPOCHS")
@@ -308,6 +310,10 @@ def _published(path: Path) -> list:
 
 def _experiments(case: EvalCase) -> list[int]:
     n = len(_published(case.path))
+    if EXPERIMENT is not None:
+        if not 0 <= EXPERIMENT < n:
+            pytest.fail(f"DDBENCH_BENCH_EXPERIMENT={EXPERIMENT}: {case.file} has experiments 0..{n - 1}")
+        return [EXPERIMENT]
     return list(range(min(n, EXPERIMENTS) if EXPERIMENTS else n))
 
 
